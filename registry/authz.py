@@ -1,0 +1,159 @@
+"""Write (and private read) authorisation, Handle style.
+
+An identity (``index:handle`` naming an HS_SECKEY or HS_PUBKEY value) may do
+something to a handle when an HS_ADMIN value grants it the permission:
+either an HS_ADMIN of the handle itself or one of the prefix the handle is
+under (``0.NA/<prefix>``). An HS_ADMIN names the identity directly, or names
+an HS_VLIST (a group) whose members include it, up to
+:data:`~idcore.limits.MAX_ADMIN_GROUP_DEPTH` levels deep.
+
+The check is written once, sans-I/O, as a generator that yields the key of
+each group record it needs and receives the record: :func:`run_sync` drives
+it inside a write transaction, :func:`run_async` over the store.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Generator, Iterable
+
+import orjson
+
+from idcore import limits
+from idcore.errors import AuthenticationNeeded, IdnodeError, InsufficientPermissions, InvalidAdmin
+from idcore.handle import Handle
+from idcore.rest_json import value_from_json
+from idcore.values import AdminPermission, AdminRef, HandleValue, ValueReference, ValueType, type_is
+from registry.records import StoredRecord, decode_values
+
+#: Distinct admin lists and identity handles remembered between checks.
+ADMIN_CACHE_SIZE = 4096
+
+# A check yields record keys and is sent back the record (or None); it
+# returns None when allowed, or the error to raise.
+Check = Generator[str, "StoredRecord | None", "IdnodeError | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSource:
+    """HS_ADMIN values that may authorise an operation, and what they must grant.
+
+    The same operation asks different bits of different sources: creating
+    ``0.NA/88.118.2.5`` needs ADD_DERIVED_PREFIX from the prefix's admins,
+    deleting a handle needs DELETE_HANDLE from its own.
+    """
+
+    admins: tuple[AdminRef, ...]
+    needed: AdminPermission
+
+
+def admin_refs(values: Iterable[HandleValue]) -> tuple[AdminRef, ...]:
+    """The HS_ADMIN data among ``values``."""
+    return tuple(v.data for v in values if isinstance(v.data, AdminRef))
+
+
+def record_admins(record: StoredRecord | None) -> tuple[AdminRef, ...]:
+    """The HS_ADMIN data of a stored record (none for a missing record)."""
+    return () if record is None else _admins_of(record.values_json)
+
+
+@functools.lru_cache(maxsize=ADMIN_CACHE_SIZE)
+def _admins_of(values_json: bytes) -> tuple[AdminRef, ...]:
+    # A batch asks the same prefix record for its admins once per line;
+    # decoding it once per distinct content keeps that off the hot path.
+    return admin_refs(value_from_json(item) for item in orjson.loads(values_json))
+
+
+def check(identity: ValueReference | None, sources: list[AdminSource], *, what: str, handle: str) -> Check:
+    """Decide whether ``identity`` may do ``what`` to ``handle``.
+
+    Allowed when, for some source, the identity is one of the source's
+    admins and the permissions of its matching admin values together include
+    everything the source needs (nothing, for a change that changes nothing).
+
+    Returns (as the generator's value) None when allowed; otherwise
+    AuthenticationNeeded (no identity), InvalidAdmin (the identity
+    administers nothing here) or InsufficientPermissions (it does, but
+    without the permission).
+    """
+    if identity is None:
+        return AuthenticationNeeded(f"{what} needs an authenticated identity", handle=handle)
+    identity_key = _handle_key(identity.handle)
+    is_admin = False
+    group_cache: dict[str, StoredRecord | None] = {}
+    for source in sources:
+        granted = AdminPermission(0)
+        admin_here = False
+        for admin in source.admins:
+            if (yield from _matches(identity, identity_key, admin.handle, admin.index, 0, group_cache)):
+                admin_here = True
+                granted |= admin.permissions
+        if admin_here and (granted & source.needed) == source.needed:
+            return None
+        is_admin = is_admin or admin_here
+    if not is_admin:
+        return InvalidAdmin(
+            f"{identity.to_text()} is not an administrator of {handle} or its prefix", handle=handle
+        )
+    return InsufficientPermissions(
+        f"{identity.to_text()} administers {handle} but may not {what}", handle=handle
+    )
+
+
+def _matches(
+    identity: ValueReference,
+    identity_key: str | None,
+    ref_handle: str,
+    ref_index: int,
+    depth: int,
+    group_cache: dict[str, StoredRecord | None],
+) -> Generator[str, StoredRecord | None, bool]:
+    ref_key = _handle_key(ref_handle)
+    if ref_key is None or identity_key is None:
+        return False
+    if ref_key == identity_key and (ref_index == 0 or ref_index == identity.index):
+        return True
+    if depth >= limits.MAX_ADMIN_GROUP_DEPTH:
+        return False
+    if ref_key not in group_cache:
+        group_cache[ref_key] = yield ref_key
+    group = group_cache[ref_key]
+    if group is None:
+        return False
+    for value in decode_values(group):
+        if type_is(value.type, ValueType.HS_VLIST) and (ref_index == 0 or value.index == ref_index):
+            for member in value.data:
+                if (yield from _matches(identity, identity_key, member.handle, member.index, depth + 1, group_cache)):
+                    return True
+    return False
+
+
+@functools.lru_cache(maxsize=ADMIN_CACHE_SIZE)
+def _handle_key(text: str) -> str | None:
+    try:
+        return Handle.from_text(text).key
+    except IdnodeError:
+        return None
+
+
+def run_sync(gen: Check, fetch: Callable[[str], StoredRecord | None]) -> None:
+    """Drive a check with a synchronous fetch; raise its error if refused."""
+    try:
+        key = next(gen)
+        while True:
+            key = gen.send(fetch(key))
+    except StopIteration as stop:
+        if stop.value is not None:
+            raise stop.value from None
+
+
+async def run_async(gen: Check, fetch: Callable[[str], Awaitable[StoredRecord | None]]) -> None:
+    """Drive a check with an async fetch; raise its error if refused."""
+    try:
+        key = next(gen)
+        while True:
+            key = gen.send(await fetch(key))
+    except StopIteration as stop:
+        if stop.value is not None:
+            raise stop.value from None

@@ -1,0 +1,104 @@
+"""Setting up a node's data folder: database, homed prefix, first admin.
+
+``init_node`` homes a prefix and writes its ``0.NA/<prefix>`` record:
+
+- index 1, ``HS_SITE``: this node's server (address, HTTP port);
+- index 100, ``HS_ADMIN``: ``300:0.NA/<prefix>`` with every permission;
+- index 300, ``HS_SECKEY``: that identity's secret, stored hashed.
+
+The identity and secret are written to ``admin.json`` in the data folder
+(readable by the owner only) and returned; the node's database never keeps
+the secret in the clear.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from idcore.errors import IdnodeError, InvalidValue
+from idcore.handle import check_prefix, prefix_handle
+from idcore.settings import ADMIN_CREDENTIALS_NAME, DATABASE_NAME
+from idcore.site import Interface, Server, Site
+from idcore.values import ALL_ADMIN_PERMISSIONS, PRIVATE_PERMISSIONS, AdminRef, HandleValue, ReservedIndex, ValueType
+from registry.service import Registry
+from registry.sqlite_store import SqliteStore
+
+#: Bytes of randomness in a generated admin secret.
+GENERATED_SECRET_BYTES = 24
+
+#: Index of the node's own HS_SITE value in its prefix record.
+SITE_INDEX = 1
+
+
+class AlreadyInitialised(IdnodeError):
+    """The data folder already homes a prefix."""
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    """What ``init_node`` created."""
+
+    prefix: str
+    identity: str
+    secret: str
+    credentials_file: Path
+    database: Path
+
+
+def site_for(address: str, port: int) -> Site:
+    """A one-server site answering queries and admin requests over HTTP."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise InvalidValue(f"site address {address!r} must be an IP address (Handle sites list addresses)") from None
+    return Site(servers=(Server(1, address, (Interface("HTTP", port, query=True, admin=True),)),))
+
+
+def prefix_record_values(prefix: str, secret: bytes, site: Site) -> list[HandleValue]:
+    """The values of a freshly homed prefix's ``0.NA/<prefix>`` record."""
+    record = prefix_handle(prefix).to_text()
+    return [
+        HandleValue(SITE_INDEX, ValueType.HS_SITE, site),
+        HandleValue(ReservedIndex.ADMIN, ValueType.HS_ADMIN, AdminRef(record, ReservedIndex.AUTH, ALL_ADMIN_PERMISSIONS)),
+        HandleValue(ReservedIndex.AUTH, ValueType.HS_SECKEY, secret, permissions=PRIVATE_PERMISSIONS),
+    ]
+
+
+async def init_node(
+    data_dir: Path, prefix: str, *, site_address: str, site_port: int, secret: str | None = None
+) -> InitResult:
+    """Create ``data_dir`` (if needed), its database, and home ``prefix``.
+
+    Raises:
+        AlreadyInitialised: the database already homes a prefix.
+        InvalidHandle / InvalidValue: a malformed prefix or site address.
+    """
+    check_prefix(prefix)
+    site = site_for(site_address, site_port)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database = data_dir / DATABASE_NAME
+    secret = secret or secrets.token_urlsafe(GENERATED_SECRET_BYTES)
+    async with SqliteStore(database) as store:
+        registry = Registry(store)
+        await registry.open()
+        if registry.homed_prefixes:
+            raise AlreadyInitialised(
+                f"{data_dir} already homes {', '.join(registry.homed_prefixes)}; use a new folder"
+            )
+        await registry.home_prefix(prefix, prefix_record_values(prefix, secret.encode("utf-8"), site))
+    identity = f"{ReservedIndex.AUTH}:{prefix_handle(prefix)}"
+    credentials_file = data_dir / ADMIN_CREDENTIALS_NAME
+    _write_private(credentials_file, orjson.dumps({"identity": identity, "secret": secret}) + b"\n")
+    return InitResult(prefix, identity, secret, credentials_file, database)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
