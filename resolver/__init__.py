@@ -1,0 +1,1 @@
+"""The node's servers (the Handle.Net REST API over aiohttp) and clients."""

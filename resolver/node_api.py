@@ -1,0 +1,272 @@
+"""The authoritative node's Handle.Net REST API (v9 shapes).
+
+- ``GET /api/handles/{handle}``: the record (``type=``/``index=`` filters,
+  ``pretty``), a prefix referral (303, HTTP 300) or an error.
+- ``PUT /api/handles/{handle}``: create or replace (``overwrite``), add or
+  replace some values (``index=``), or mint a suffix (``mintNewSuffix``).
+- ``DELETE /api/handles/{handle}``: the handle, or some values (``index=``).
+- ``GET /api/handles?prefix=P&page=&pageSize=``: list a prefix's handles.
+- ``GET /api/prefixes``: the prefixes homed here.
+- ``GET /{handle}``: the proxy form, a redirect to the record's URL.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, NamedTuple
+
+import orjson
+from aiohttp import web
+
+from idcore import limits
+from idcore.errors import InvalidHandle, InvalidValue, MalformedRequest, RequestTooLarge
+from idcore.handle import Handle, check_prefix
+from idcore.rest_json import dumps, filter_values_json, loads, values_from_put_body
+from idcore.values import ValueType, type_is
+from registry.service import Registry, Resolution
+from resolver.credentials import request_identity
+from resolver.http_common import (
+    JSON_CONTENT_TYPE,
+    api_endpoint,
+    flag,
+    int_params,
+    json_object_reply,
+    json_reply,
+    require_content_type,
+    strict_flag,
+)
+
+REGISTRY = web.AppKey("registry", Registry)
+
+
+def path_handle(text: str) -> Handle:
+    """The handle named by a request path.
+
+    Raises:
+        InvalidHandle: empty or malformed.
+    """
+    if not text:
+        raise InvalidHandle("Empty handle invalid")
+    return Handle.from_text(text)
+
+
+class ReadOptions(NamedTuple):
+    """What a read asks for besides the handle: filters and layout."""
+
+    types: tuple[str, ...]
+    indexes: tuple[int, ...]
+    pretty: bool
+
+    @classmethod
+    def of(cls, request: web.Request) -> ReadOptions:
+        """Parse ``type=``, ``index=`` and ``pretty`` before any lookup, so a
+        malformed parameter is reported as such.
+
+        Raises:
+            MalformedRequest: an ``index=`` that is not a whole number.
+        """
+        query = request.query
+        return cls(tuple(query.getall("type", ())), tuple(int_params(query, "index")), flag(query, "pretty"))
+
+
+def record_reply(asked: str, resolution: Resolution, options: ReadOptions) -> web.Response:
+    """The REST reply for a resolution, filtered as ``options`` ask.
+
+    ``asked`` is echoed as the response's handle, as the Handle server does.
+    """
+    asked_json = dumps(asked)
+    if resolution.response_code == 303:
+        body = b'{"responseCode":303,"values":' + resolution.values_json + b',"handle":' + asked_json + b"}"
+        return _maybe_pretty(body, options.pretty, 300)
+    values_json = resolution.values_json
+    if options.types or options.indexes:
+        values_json = filter_values_json(values_json, options.types, options.indexes)
+    if values_json == b"[]":
+        body = b'{"responseCode":200,"values":[],"handle":' + asked_json + b"}"
+    else:
+        body = b'{"responseCode":1,"handle":' + asked_json + b',"values":' + values_json + b"}"
+    return _maybe_pretty(body, options.pretty, 200)
+
+
+def _maybe_pretty(body: bytes, pretty: bool, status: int) -> web.Response:
+    if pretty:
+        body = dumps(orjson.loads(body), pretty=True)
+    return json_reply(body, status)
+
+
+@api_endpoint
+async def get_handle(request: web.Request) -> web.StreamResponse:
+    registry = request.app[REGISTRY]
+    text = request.match_info["handle"]
+    handle = path_handle(text)
+    options = ReadOptions.of(request)
+    identity = await request_identity(request, registry, required=False)
+    return record_reply(text, await registry.resolve(handle, identity=identity), options)
+
+
+async def read_json_body(request: web.Request) -> Any:
+    """The request's JSON body, refused early when it is too large or not JSON."""
+    require_content_type(request, JSON_CONTENT_TYPE)
+    length = request.content_length
+    if length is not None and length > limits.MAX_RECORD_BODY_BYTES:
+        raise RequestTooLarge(f"request body is {length} bytes; the limit is {limits.MAX_RECORD_BODY_BYTES}")
+    body = await request.read()
+    if not body:
+        raise MalformedRequest("request body is empty; send the record's values as JSON")
+    return loads(body)
+
+
+@api_endpoint
+async def put_handle(request: web.Request) -> web.StreamResponse:
+    registry = request.app[REGISTRY]
+    query = request.query
+    text = request.match_info["handle"]
+    values, body_handle = values_from_put_body(await read_json_body(request))
+    identity = await request_identity(request, registry, required=True)
+    if strict_flag(query, "mintNewSuffix"):
+        if not text:
+            raise InvalidHandle("Empty handle invalid: name the prefix to mint under")
+        result = await registry.mint(text, values, identity)
+        return json_object_reply({"responseCode": 1, "handle": result.handle}, 201)
+    handle = path_handle(text)
+    if body_handle is not None and path_handle(body_handle).key != handle.key:
+        raise MalformedRequest(f"Mismatched handle in PUT request: the path names {text}, the body {body_handle}")
+    overwrite = strict_flag(query, "overwrite") if "overwrite" in query else True
+    index_params = query.getall("index", ())
+    if index_params:
+        if not values:
+            raise InvalidValue("Value list was empty", handle=text)
+        if "various" not in index_params and set(int_params(query, "index")) != {v.index for v in values}:
+            raise MalformedRequest("Mismatched indexes in PUT request: index= must list the body's indexes")
+        result = await registry.add_values(handle, values, identity, overwrite=overwrite)
+        status = 200 if result.status == "replaced" else 201
+    else:
+        result = await registry.put(handle, values, identity, overwrite=overwrite)
+        status = 201 if result.created else 200
+    return json_object_reply({"responseCode": 1, "handle": text}, status)
+
+
+@api_endpoint
+async def delete_handle(request: web.Request) -> web.StreamResponse:
+    registry = request.app[REGISTRY]
+    text = request.match_info["handle"]
+    handle = path_handle(text)
+    identity = await request_identity(request, registry, required=True)
+    indexes = int_params(request.query, "index")
+    if indexes:
+        await registry.remove_values(handle, indexes, identity)
+    else:
+        await registry.delete(handle, identity)
+    return json_object_reply({"responseCode": 1, "handle": text})
+
+
+@api_endpoint
+async def list_handles(request: web.Request) -> web.StreamResponse:
+    """``GET /api/handles?prefix=P``: every handle, or one page of them."""
+    registry = request.app[REGISTRY]
+    query = request.query
+    asked = query.get("prefix")
+    if asked is None:
+        raise InvalidHandle("Empty handle invalid: name a handle, or list with ?prefix=")
+    prefix = asked.split("/", 1)[1] if "/" in asked else asked
+    check_prefix(prefix)
+    identity = await request_identity(request, registry, required=True)
+    await registry.check_list_permission(prefix, identity)
+    total = await registry.store.count_handles(prefix)
+    head: dict[str, Any] = {"responseCode": 1, "prefix": asked, "totalCount": str(total)}
+    if "page" in query or "pageSize" in query:
+        page = _non_negative(query, "page", 0)
+        page_size = _non_negative(query, "pageSize", limits.DEFAULT_PAGE_SIZE)
+        if page_size > limits.MAX_PAGE_SIZE:
+            raise MalformedRequest(f"pageSize {page_size} is above the limit of {limits.MAX_PAGE_SIZE}")
+        rows = await registry.store.list_handles(prefix, offset=page * page_size, limit=page_size) if page_size else []
+        head.update(page=page, pageSize=page_size, handles=[handle for _, handle in rows])
+        return json_object_reply(head, pretty=flag(query, "pretty"))
+    return await _stream_all_handles(request, registry, prefix, head)
+
+
+async def _stream_all_handles(
+    request: web.Request, registry: Registry, prefix: str, head: dict[str, Any]
+) -> web.StreamResponse:
+    # An unpaged listing returns everything, as Handle servers do; streaming
+    # it keeps memory flat for prefixes of millions of handles.
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    await response.write(dumps(head)[:-1] + b',"handles":[')
+    first = True
+    async for batch in registry.store.iter_handles(prefix, batch=limits.DEFAULT_PAGE_SIZE):
+        chunk = b",".join(dumps(h) for h in batch)
+        await response.write(chunk if first else b"," + chunk)
+        first = False
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
+
+
+def _non_negative(query: Any, name: str, default: int) -> int:
+    values = int_params(query, name)
+    value = values[0] if values else default
+    if value < 0:
+        raise MalformedRequest(f"parameter {name}={value} must not be negative")
+    return value
+
+
+@api_endpoint
+async def list_prefixes(request: web.Request) -> web.StreamResponse:
+    registry = request.app[REGISTRY]
+    prefixes = ["0.NA/" + p for p in registry.homed_prefixes]
+    body = {"responseCode": 1, "totalCount": str(len(prefixes)), "prefixes": prefixes}
+    return json_object_reply(body, pretty=flag(request.query, "pretty"))
+
+
+@api_endpoint
+async def proxy(request: web.Request) -> web.StreamResponse:
+    """``GET /{handle}``: 302 to the record's first URL value.
+
+    With ``?noredirect``, or when the record has no URL, the record itself.
+    """
+    registry = request.app[REGISTRY]
+    text = request.match_info["handle"]
+    handle = path_handle(text)
+    options = ReadOptions.of(request)
+    resolution = await registry.resolve(handle)
+    if resolution.response_code == 1 and "noredirect" not in request.query:
+        url = first_url(resolution.values_json)
+        if url is not None:
+            return redirect_reply(url)
+    return record_reply(text, resolution, options)
+
+
+def first_url(values_json: bytes) -> str | None:
+    """The first URL value of a record: exact type ``URL`` first, then subtypes
+    (``URL.mobile``), in record order, as the Handle proxy chooses."""
+    values = orjson.loads(values_json)
+    for exact in (True, False):
+        for value in values:
+            value_type, data = value["type"], value["data"]
+            matches = value_type.upper() == ValueType.URL if exact else type_is(value_type, ValueType.URL)
+            if matches and data.get("format") == "string":
+                return data["value"]
+    return None
+
+
+def redirect_reply(url: str) -> web.Response:
+    """A 302 to ``url`` with the small HTML body the Handle proxy sends."""
+    link = html.escape(url)
+    body = f'\n<HTML><HEAD><TITLE>Handle Redirect</TITLE></HEAD>\n<BODY><A HREF="{link}">{link}</A></BODY></HTML>'
+    return web.Response(status=302, text=body, content_type="text/html", headers={"Location": url})
+
+
+async def unknown_api(request: web.Request) -> web.StreamResponse:
+    body = {"responseCode": 4, "message": f"Unknown HTTP API endpoint {request.method} {request.path}"}
+    return json_reply(dumps(body), 404)
+
+
+def method_not_allowed(allowed: str) -> Any:
+    """A handler answering 405 in Handle shape, listing what is allowed."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = {"responseCode": 4, "message": f"{request.method} is not allowed on {request.path}; use {allowed}"}
+        return json_reply(dumps(body), 405, {"Allow": allowed})
+
+    return handler

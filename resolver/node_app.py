@@ -1,0 +1,66 @@
+"""The authoritative node's aiohttp application.
+
+:func:`build_node_app` serves an already open :class:`Registry` (tests
+use one over the memory store); :func:`node_app` opens the node's SQLite
+store itself and closes it on shutdown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from idcore import limits
+from registry.service import Registry
+from registry.sqlite_store import SqliteStore
+from resolver import batch_api, node_api
+from resolver.node_api import REGISTRY, method_not_allowed
+
+
+def build_node_app(registry: Registry) -> web.Application:
+    """An application serving ``registry`` (opened and closed by the caller)."""
+    app = web.Application(client_max_size=limits.MAX_RECORD_BODY_BYTES)
+    app[REGISTRY] = registry
+    add_node_routes(app)
+    return app
+
+
+def add_node_routes(app: web.Application) -> None:
+    router = app.router
+    handles = router.add_resource("/api/handles")
+    handles.add_route("GET", node_api.list_handles)
+    handles.add_route("*", method_not_allowed("GET"))
+    handle = router.add_resource("/api/handles/{handle:.*}")
+    handle.add_route("GET", node_api.get_handle)
+    handle.add_route("PUT", node_api.put_handle)
+    handle.add_route("DELETE", node_api.delete_handle)
+    handle.add_route("*", method_not_allowed("GET, PUT, DELETE"))
+    prefixes = router.add_resource("/api/prefixes")
+    prefixes.add_route("GET", node_api.list_prefixes)
+    prefixes.add_route("*", method_not_allowed("GET"))
+    batch = router.add_resource("/api/batch")
+    batch.add_route("POST", batch_api.post_batch)
+    batch.add_route("*", method_not_allowed("POST"))
+    router.add_route("*", "/api/{tail:.*}", node_api.unknown_api)
+    proxy = router.add_resource("/{handle:.+}")
+    proxy.add_route("GET", node_api.proxy)
+    proxy.add_route("*", method_not_allowed("GET"))
+
+
+def node_app(database: Path, *, auto_admin: bool = True) -> web.Application:
+    """An application that opens the SQLite store at ``database`` on start-up
+    and closes it, after the last request, on shutdown."""
+    app = web.Application(client_max_size=limits.MAX_RECORD_BODY_BYTES)
+
+    async def open_registry(app: web.Application) -> AsyncIterator[None]:
+        async with SqliteStore(database) as store:
+            registry = Registry(store, auto_admin=auto_admin)
+            await registry.open()
+            app[REGISTRY] = registry
+            yield
+
+    app.cleanup_ctx.append(open_registry)
+    add_node_routes(app)
+    return app
