@@ -32,6 +32,7 @@ from idcore.values import (
     ValueReference,
     ValueType,
     check_record,
+    json_int,
     type_in_filter,
     type_is,
 )
@@ -134,7 +135,7 @@ def value_from_json(obj: Any) -> HandleValue:
     """
     if not isinstance(obj, dict):
         raise InvalidValue(f"a handle value must be an object, not {_json_kind(obj)}")
-    index = obj.get("index")
+    index = json_int(obj.get("index"))
     if type(index) is not int:
         raise InvalidValue(f"value index {index!r} must be an integer", index=index)
     value_type = obj.get("type")
@@ -143,7 +144,7 @@ def value_from_json(obj: Any) -> HandleValue:
     if "data" not in obj:
         raise InvalidValue(f"value {index}: 'data' is missing", index=index)
     data = _data_from_json(index, value_type, obj["data"])
-    ttl = obj.get("ttl", limits.DEFAULT_TTL_SECONDS)
+    ttl = json_int(obj.get("ttl", limits.DEFAULT_TTL_SECONDS))
     if type(ttl) is not int:
         raise InvalidValue(f"value {index}: ttl {ttl!r} must be whole seconds (absolute TTLs are not supported)", index=index)
     permissions = obj.get("permissions", DEFAULT_PERMISSIONS)

@@ -168,6 +168,15 @@ def admin_permissions_from_json(obj: Any) -> AdminPermission:
     raise InvalidValue(f"admin permissions must be a bit string, not {type(obj).__name__}")
 
 
+def json_int(obj: Any) -> Any:
+    """A JSON integer as Handle servers read one: a number, or a string of
+    digits (some clients, pyhandle among them, send indexes as strings).
+    Anything else is returned unchanged for the caller's check to refuse."""
+    if type(obj) is str and obj.isascii() and obj.lstrip("-").isdigit():
+        return int(obj)
+    return obj
+
+
 @dataclass(frozen=True, slots=True)
 class ValueReference:
     """A pointer to one value of a handle (``index:handle``)."""
@@ -207,7 +216,7 @@ class ValueReference:
         """
         if not isinstance(obj, dict):
             raise InvalidValue(f"{what} must be an object with 'handle' and 'index'")
-        handle, index = obj.get("handle"), obj.get("index", 0)
+        handle, index = obj.get("handle"), json_int(obj.get("index", 0))
         if not isinstance(handle, str) or not handle:
             raise InvalidValue(f"{what} needs a non-empty 'handle' string")
         if type(index) is not int or not 0 <= index <= limits.MAX_VALUE_INDEX:

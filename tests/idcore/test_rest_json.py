@@ -86,7 +86,7 @@ def test_structured_formats_belong_to_their_types():
     ("value", "fragment"),
     [
         ({"index": 0, "type": "URL", "data": "x"}, "must be an integer in 1.."),
-        ({"index": "1", "type": "URL", "data": "x"}, "must be an integer"),
+        ({"index": "one", "type": "URL", "data": "x"}, "must be an integer"),
         ({"index": 1, "data": "x"}, "'type' must be text"),
         ({"index": 1, "type": "URL"}, "'data' is missing"),
         ({"index": 1, "type": "URL", "data": 5}, "'data' must be text or"),
@@ -207,3 +207,15 @@ def test_server_choice_follows_the_handle_rule():
     digest = hashlib.md5(b"88.118.2/ABC").digest()
     expected = abs(int.from_bytes(digest[12:], "big", signed=True)) % 7
     assert site.server_for("88.118.2/abc").server_id == expected
+
+
+def test_numeric_strings_are_read_as_handle_servers_read_them():
+    # pyhandle sends HS_ADMIN indexes as strings; the Handle server accepts them
+    value = value_from_json(
+        {"index": "100", "type": "HS_ADMIN", "ttl": "600", "data": {"format": "admin", "value": {"handle": "0.NA/88.1", "index": "200", "permissions": "011111110011"}}}
+    )
+    assert (value.index, value.ttl, value.data.index) == (100, 600, 200)
+    with pytest.raises(InvalidValue):
+        value_from_json({"index": "1.5", "type": "URL", "data": "u"})
+    with pytest.raises(InvalidValue):
+        value_from_json({"index": True, "type": "URL", "data": "u"})

@@ -1,0 +1,78 @@
+"""What the ``idnode`` commands share: exit codes, errors, credentials."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from idcore.errors import IdnodeError
+from idcore.settings import ADMIN_CREDENTIALS_NAME
+from resolver.rest_client import NodeClient, NodeReplyError, NodeUnreachable
+
+EXIT_OK = 0
+#: The node answered with an error (not found, refused, invalid ...).
+EXIT_REFUSED = 1
+#: The command line itself was wrong (argparse uses 2 as well).
+EXIT_USAGE = 2
+#: The node could not be reached.
+EXIT_UNREACHABLE = 3
+#: Local input was wrong: a file, a setting, a value.
+EXIT_LOCAL = 4
+
+#: Where client commands look for credentials when none are named.
+DEFAULT_CREDENTIALS = Path("idnode-data") / ADMIN_CREDENTIALS_NAME
+
+
+class CliError(Exception):
+    """Ends a command with ``message`` on stderr and ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_LOCAL) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def node_errors() -> Iterator[None]:
+    """Turn client-side failures into CliErrors with the right exit code."""
+    try:
+        yield
+    except NodeReplyError as exc:
+        where = f" ({exc.handle})" if exc.handle else ""
+        raise CliError(f"refused, response code {exc.response_code}: {exc.message}{where}", EXIT_REFUSED) from None
+    except NodeUnreachable as exc:
+        raise CliError(exc.message, EXIT_UNREACHABLE) from None
+    except IdnodeError as exc:
+        raise CliError(exc.message, EXIT_LOCAL) from None
+
+
+def credentials(args: Any) -> tuple[str | None, str | None]:
+    """The identity and secret for a client command, from flags, environment
+    or an ``admin.json`` written by ``idnode init``."""
+    identity = args.identity or os.environ.get("IDNODE_ID")
+    secret = os.environ.get("IDNODE_SECRET")
+    secret_file = args.secret_file or os.environ.get("IDNODE_SECRET_FILE")
+    if secret_file:
+        try:
+            secret = Path(secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CliError(f"cannot read secret file {secret_file}: {exc.strerror}") from None
+    if identity and secret:
+        return identity, secret
+    path = Path(args.credentials) if args.credentials else DEFAULT_CREDENTIALS
+    if args.credentials or path.is_file():
+        try:
+            stored = orjson.loads(path.read_bytes())
+            return identity or stored["identity"], secret or stored["secret"]
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CliError(f"cannot read credentials from {path}: {exc}") from None
+    return identity, secret
+
+
+def client_for(args: Any) -> NodeClient:
+    identity, secret = credentials(args)
+    return NodeClient(args.server, identity=identity, secret=secret)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install what the test suite needs (fresh Debian is fine) and run all of it.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k batch
+set -euo pipefail
+. "$(dirname "$0")/venv.sh"
+idnode_venv test
+cd "$idnode_root"
+exec .venv/bin/python -m pytest "$@"
