@@ -30,8 +30,12 @@ DEFAULT_MAX_ENTRIES = 200_000
 #: Default bound on the bytes of cached record bodies.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
-#: Bytes charged per entry on top of its bodies (key, tuple, dict slot).
+#: Bytes charged per entry on top of its bodies (key, objects, dict slot).
 ENTRY_OVERHEAD_BYTES = 200
+
+#: A cached record soon also holds its REST JSON (public and full), about
+#: three times its stored form each; charge for that up front.
+ENCODED_BYTES_PER_STORED_BYTE = 7
 
 #: Returned by :meth:`RecordCache.lookup` when the key is not cached.
 MISS = object()
@@ -40,8 +44,7 @@ MISS = object()
 def _cost(key: str, record: StoredRecord | None) -> int:
     if record is None:
         return ENTRY_OVERHEAD_BYTES + len(key)
-    public = 0 if record.public_json is None else len(record.public_json)
-    return ENTRY_OVERHEAD_BYTES + len(key) + len(record.handle) + len(record.values_json) + public
+    return ENTRY_OVERHEAD_BYTES + len(key) + len(record.handle) + ENCODED_BYTES_PER_STORED_BYTE * len(record.blob)
 
 
 class RecordCache:
@@ -64,11 +67,15 @@ class RecordCache:
 
     def lookup(self, key: str) -> StoredRecord | None | object:
         """The cached record (None: known absent), or :data:`MISS`."""
-        with self._lock:
-            record = self._entries.get(key, MISS)
-            if record is not MISS:
+        # No lock: each OrderedDict call is atomic under the GIL, and the
+        # only race, an eviction between the two calls, is harmless.
+        record = self._entries.get(key, MISS)
+        if record is not MISS:
+            try:
                 self._entries.move_to_end(key)
-            return record
+            except KeyError:
+                pass
+        return record
 
     def offer(self, key: str, record: StoredRecord | None, generation: int) -> None:
         """Cache what a reader read at ``generation``, unless a commit began

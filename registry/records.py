@@ -1,50 +1,204 @@
-"""How a handle record is kept: ready-to-serve JSON, encoded once per write.
+"""How a handle record is kept: a compact encoding, turned into REST JSON
+once per record kept in memory.
 
-A stored record holds the handle as first written and its values as the
-REST API's JSON array, twice where it matters: every value (for
-administrators) and only the publicly readable ones (for everyone else).
-Reads then cost no encoding at all; writes pay for it once.
+The stored form is the smallest JSON that keeps everything: one record-level
+timestamp, and per value ``[index, type, kind, data]`` plus a dict of what
+differs from the defaults (``t`` ttl, ``p`` permissions, ``s`` timestamp,
+``r`` references). A typical product record takes a third of the bytes of
+its REST JSON, which is what the database, its journal, backups and
+mirrors all carry.
+
+:class:`StoredRecord` turns that into the REST API's JSON on first use and
+keeps the result, so a record served from the store's read cache is encoded
+once, not per request.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import base64
+from typing import Any, Sequence
 
 import orjson
 
-from idcore.rest_json import dumps, value_from_json, value_to_json
-from idcore.values import HandleValue
+from idcore.rest_json import bytes_as_text, dumps, format_timestamp
+from idcore.site import Site
+from idcore.pubkey import PublicKey
+from idcore.values import (
+    DEFAULT_PERMISSIONS,
+    AdminPermission,
+    AdminRef,
+    HandleValue,
+    ValueReference,
+    admin_permissions_to_text,
+)
+from idcore import limits
+
+# Kinds of data in the stored form.
+_TEXT, _BINARY, _ADMIN, _VLIST, _SITE, _KEY = "s", "b", "a", "v", "S", "k"
 
 
-class StoredRecord(NamedTuple):
-    """One handle as the store keeps it.
+class StoredRecord:
+    """One handle as the store keeps it: its name (as first written) and the
+    compact encoding of its values. Immutable; equal when both are equal."""
 
-    Attributes:
-        handle: the handle text as it was created (prefix case as written).
-        values_json: JSON array of every value, in record order.
-        public_json: JSON array of the publicly readable values, or None when
-            that is every value (the common case, stored once).
-    """
+    __slots__ = ("handle", "blob", "_values_json", "_public_json", "_public_answer")
 
-    handle: str
-    values_json: bytes
-    public_json: bytes | None
+    def __init__(self, handle: str, blob: bytes) -> None:
+        self.handle = handle
+        self.blob = blob
+        self._values_json: bytes | None = None
+        self._public_json: bytes | None = None
+        self._public_answer: tuple[str, bytes] | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoredRecord) and other.handle == self.handle and other.blob == self.blob
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"StoredRecord({self.handle!r}, {len(self.blob)} bytes)"
+
+    @property
+    def values_json(self) -> bytes:
+        """REST JSON array of every value, in record order."""
+        if self._values_json is None:
+            self._encode()
+        return self._values_json  # type: ignore[return-value]
+
+    @property
+    def has_private_values(self) -> bool:
+        """True when some value is not publicly readable."""
+        return self.public_values_json is not self.values_json
 
     @property
     def public_values_json(self) -> bytes:
-        return self.values_json if self.public_json is None else self.public_json
+        """REST JSON array of the publicly readable values."""
+        if self._public_json is None:
+            self._encode()
+        return self._public_json  # type: ignore[return-value]
+
+    def public_answer(self, asked: str) -> bytes:
+        """The REST API's whole answer to a plain public read of ``asked``
+        (``{"responseCode":1,"handle":...,"values":[...]}``), kept for the
+        next read: a hot record is answered without building anything.
+        ``asked`` is echoed as the Handle server does; the record must have
+        public values."""
+        answer = self._public_answer
+        if answer is None or answer[0] != asked:
+            body = b"".join(
+                (b'{"responseCode":1,"handle":', dumps(asked), b',"values":', self.public_values_json, b"}")
+            )
+            answer = self._public_answer = (asked, body)
+        return answer[1]
+
+    def _encode(self) -> None:
+        stamp, packed = orjson.loads(self.blob)
+        items = [_rest_item(p, stamp) for p in packed]
+        everything = dumps(items)
+        public = [item for item, p in zip(items, packed) if _is_public(p)]
+        self._public_json = everything if len(public) == len(items) else dumps(public)
+        self._values_json = everything
+
+    def values(self) -> list[HandleValue]:
+        """The values as objects (for writes and checks)."""
+        stamp, packed = orjson.loads(self.blob)
+        return [_unpack(p, stamp) for p in packed]
 
 
-def encode_record(handle: str, values: list[HandleValue]) -> StoredRecord:
-    """Encode ``values`` for storage."""
-    items = [value_to_json(v) for v in values]
-    everything = dumps(items)
-    if all(v.public_read for v in values):
-        return StoredRecord(handle, everything, None)
-    public = dumps([item for item, v in zip(items, values) if v.public_read])
-    return StoredRecord(handle, everything, public)
+def encode_record(handle: str, values: Sequence[HandleValue], timestamps: Sequence[int] | None = None) -> StoredRecord:
+    """The stored form of ``values``; ``timestamps`` (one per value) replace
+    the values' own."""
+    stamps = [v.timestamp for v in values] if timestamps is None else timestamps
+    record_stamp = max(stamps, default=0)
+    packed = [_pack(v, s, record_stamp) for v, s in zip(values, stamps)]
+    return StoredRecord(handle, orjson.dumps([record_stamp, packed]))
 
 
 def decode_values(record: StoredRecord) -> list[HandleValue]:
-    """The values of a stored record as objects (for writes and checks)."""
-    return [value_from_json(item) for item in orjson.loads(record.values_json)]
+    return record.values()
+
+
+def _pack(value: HandleValue, stamp: int, record_stamp: int) -> list[Any]:
+    data = value.data
+    if isinstance(data, bytes):
+        text = bytes_as_text(data)
+        out: list[Any] = [value.index, value.type, _TEXT, text] if text is not None else [
+            value.index, value.type, _BINARY, base64.b64encode(data).decode("ascii")]
+    elif isinstance(data, AdminRef):
+        out = [value.index, value.type, _ADMIN, [data.handle, data.index, int(data.permissions)]]
+    elif isinstance(data, Site):
+        out = [value.index, value.type, _SITE, data.to_json()]
+    elif isinstance(data, PublicKey):
+        out = [value.index, value.type, _KEY, data.to_json()]
+    else:
+        out = [value.index, value.type, _VLIST, [[r.handle, r.index] for r in data]]
+    extra: dict[str, Any] = {}
+    if value.ttl != limits.DEFAULT_TTL_SECONDS:
+        extra["t"] = value.ttl
+    if value.permissions != DEFAULT_PERMISSIONS:
+        extra["p"] = value.permissions
+    if stamp != record_stamp:
+        extra["s"] = stamp
+    if value.references:
+        extra["r"] = [[r.handle, r.index] for r in value.references]
+    if extra:
+        out.append(extra)
+    return out
+
+
+def _is_public(packed: list[Any]) -> bool:
+    return len(packed) < 5 or packed[4].get("p", DEFAULT_PERMISSIONS)[2] == "1"
+
+
+def _rest_item(packed: list[Any], record_stamp: int) -> dict[str, Any]:
+    index, value_type, kind, data = packed[0], packed[1], packed[2], packed[3]
+    extra = packed[4] if len(packed) > 4 else {}
+    if kind == _TEXT:
+        rest_data: dict[str, Any] = {"format": "string", "value": data}
+    elif kind == _BINARY:
+        rest_data = {"format": "base64", "value": data}
+    elif kind == _ADMIN:
+        rest_data = {"format": "admin", "value": {"handle": data[0], "index": data[1], "permissions": admin_permissions_to_text(data[2])}}
+    elif kind == _SITE:
+        rest_data = {"format": "site", "value": data}
+    elif kind == _KEY:
+        rest_data = {"format": "key", "value": data}
+    else:
+        rest_data = {"format": "vlist", "value": [{"handle": h, "index": i} for h, i in data]}
+    item: dict[str, Any] = {"index": index, "type": value_type, "data": rest_data}
+    if "p" in extra:
+        item["permissions"] = extra["p"]
+    item["ttl"] = extra.get("t", limits.DEFAULT_TTL_SECONDS)
+    stamp = extra.get("s", record_stamp)
+    if stamp:
+        item["timestamp"] = format_timestamp(stamp)
+    if "r" in extra:
+        item["references"] = [{"handle": h, "index": i} for h, i in extra["r"]]
+    return item
+
+
+def _unpack(packed: list[Any], record_stamp: int) -> HandleValue:
+    index, value_type, kind, data = packed[0], packed[1], packed[2], packed[3]
+    extra = packed[4] if len(packed) > 4 else {}
+    value: Any
+    if kind == _TEXT:
+        value = data.encode("utf-8")
+    elif kind == _BINARY:
+        value = base64.b64decode(data)
+    elif kind == _ADMIN:
+        value = AdminRef(data[0], data[1], AdminPermission(data[2]))
+    elif kind == _SITE:
+        value = Site.from_json(data)
+    elif kind == _KEY:
+        value = PublicKey.from_json(data)
+    else:
+        value = tuple(ValueReference(h, i) for h, i in data)
+    return HandleValue(
+        index,
+        value_type,
+        value,
+        ttl=extra.get("t", limits.DEFAULT_TTL_SECONDS),
+        permissions=extra.get("p", DEFAULT_PERMISSIONS),
+        timestamp=extra.get("s", record_stamp),
+        references=tuple(ValueReference(h, i) for h, i in extra.get("r", ())),
+    )

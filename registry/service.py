@@ -22,6 +22,7 @@ from idcore.values import (
     HandleValue,
     ValueReference,
     ValueType,
+    is_secret_key_type,
     type_is,
 )
 from registry import authz, batch, writes
@@ -47,11 +48,14 @@ class Resolution(NamedTuple):
         handle: the handle as stored (for 1) or as asked (for 303).
         values_json: JSON array of the values the reader may see, or of the
             referral's site values.
+        public_record: the stored record when ``values_json`` is its public
+            view (what most reads get), so its ready-made answer can be used.
     """
 
     response_code: int
     handle: str
     values_json: bytes
+    public_record: StoredRecord | None = None
 
 
 class Registry:
@@ -85,7 +89,7 @@ class Registry:
         return self._homed_display
 
     def context(self, identity: ValueReference | None) -> WriteContext:
-        return WriteContext(identity, self._homed, self.auto_admin)
+        return WriteContext.of(identity, self._homed, auto_admin=self.auto_admin)
 
     # --- lookups -------------------------------------------------------------
 
@@ -127,8 +131,8 @@ class Registry:
         raise ServerNotResponsible("That prefix doesn't live here", handle=handle.to_text())
 
     async def _found(self, handle: Handle, record: StoredRecord, identity: ValueReference | None) -> Resolution:
-        if record.public_json is None or identity is None:
-            return Resolution(1, record.handle, record.public_values_json)
+        if identity is None or not record.has_private_values:
+            return Resolution(1, record.handle, record.public_values_json, record)
         sources = [AdminSource(authz.record_admins(record), AdminPermission.READ_VALUE)]
         authority = writes.authority_for(handle, self._homed)
         if authority.record_key is not None:
@@ -140,7 +144,7 @@ class Registry:
                 self.store.get,
             )
         except IdnodeError:
-            return Resolution(1, record.handle, record.public_values_json)
+            return Resolution(1, record.handle, record.public_values_json, record)
         return Resolution(1, record.handle, record.values_json)
 
     async def _referral(self, prefix: str) -> bytes | None:
@@ -164,13 +168,13 @@ class Registry:
         ``handle`` keeps the stored hash, so writing the same record again
         changes nothing (``handle`` is None for a handle yet to be named).
         """
-        if not any(type_is(v.type, ValueType.HS_SECKEY) for v in values):
+        if not any(is_secret_key_type(v.type) for v in values):
             return values
         existing = None if handle is None else await self.store.get(handle.key)
         stored = {v.index: v.data for v in decode_values(existing)} if existing is not None else {}
         out = []
         for value in values:
-            if type_is(value.type, ValueType.HS_SECKEY):
+            if is_secret_key_type(value.type):
                 data = value.data
                 assert isinstance(data, bytes)
                 if not is_hashed(data):
@@ -225,12 +229,10 @@ class Registry:
         Returns only once every change is committed, so a caller may send the
         results on: no acknowledged line can be lost.
         """
-        prepared = [
-            item._replace(values=await self.prepare_values(item.handle, item.values))
-            if isinstance(item, BatchOp) and item.values
-            else item
-            for item in items
-        ]
+        prepared = list(items)
+        for position, item in enumerate(items):
+            if isinstance(item, BatchOp) and any(is_secret_key_type(v.type) for v in item.values):
+                prepared[position] = item._replace(values=await self.prepare_values(item.handle, item.values))
         ctx = self.context(identity)
         return await self.store.transact(lambda txn: batch.apply(txn, ctx, prepared))
 
@@ -246,7 +248,7 @@ class Registry:
         record_handle = prefix_handle(prefix)
         values = await self.prepare_values(record_handle, values)
         homed = self._homed | {prefix.upper()}
-        ctx = WriteContext(None, homed, auto_admin=False, system=True)
+        ctx = WriteContext.of(None, homed, auto_admin=False, system=True)
 
         def home(txn: Txn) -> None:
             txn.set_homed(prefix, True, ctx.actor)

@@ -48,19 +48,20 @@ PREFETCH_CHUNK = 500
 #: exists, so this only covers checkpoints and other processes reading.
 BUSY_TIMEOUT_MS = 10_000
 
-#: Bytes of the database file each connection maps into memory: reads of
-#: mapped pages cost no system call.
-MMAP_BYTES = 1024**3
+#: Bytes of the database file the point-read connection maps into memory:
+#: reads of mapped pages cost no system call. (The pages are the kernel's
+#: page cache, shared and reclaimable, though they count in RSS.)
+READER_MMAP_BYTES = 1024**3
 
-#: SQLite page cache per connection, in KiB (negative: KiB, not pages).
-PAGE_CACHE_KIB = 64 * 1024
+#: SQLite page cache of each connection, in KiB. The writer mostly appends
+#: and the reader is fronted by the record cache, so a modest cache does.
+PAGE_CACHE_KIB = 16 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS handles (
     key TEXT PRIMARY KEY,          -- prefix upper-cased, '/', suffix
     handle TEXT NOT NULL,          -- as first written
-    vals BLOB NOT NULL,            -- REST JSON array of every value
-    public_vals BLOB               -- publicly readable values; NULL = all are
+    vals BLOB NOT NULL             -- the values, compact (registry.records)
 );
 CREATE TABLE IF NOT EXISTS prefixes (
     key TEXT PRIMARY KEY,
@@ -76,9 +77,8 @@ CREATE TABLE IF NOT EXISTS journal (
 """
 
 _UPSERT = (
-    "INSERT INTO handles (key, handle, vals, public_vals) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET handle = excluded.handle, vals = excluded.vals, "
-    "public_vals = excluded.public_vals"
+    "INSERT INTO handles (key, handle, vals) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET handle = excluded.handle, vals = excluded.vals"
 )
 
 _STOP = object()
@@ -124,6 +124,7 @@ class SqliteStore(Store):
             self._writer = None
             raise StorageError(f"cannot open database {self.path}: {self._writer_error}") from self._writer_error
         self._reader = self._connect()
+        self._reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
         self._scanner = self._connect()
         self._scan_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-scan")
 
@@ -145,7 +146,6 @@ class SqliteStore(Store):
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         conn.execute(f"PRAGMA cache_size = {-PAGE_CACHE_KIB}")
         return conn
 
@@ -158,9 +158,7 @@ class SqliteStore(Store):
         assert self._reader is not None, "store is not open"
         generation = self.cache.generation
         try:
-            row = self._reader.execute(
-                "SELECT handle, vals, public_vals FROM handles WHERE key = ?", (key,)
-            ).fetchone()
+            row = self._reader.execute("SELECT handle, vals FROM handles WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as exc:
             raise StorageError(f"reading {key!r} failed: {exc}") from exc
         record = None if row is None else StoredRecord(*row)
@@ -291,9 +289,9 @@ def _loader(conn: sqlite3.Connection) -> Callable[[list[str]], dict[str, StoredR
         for start in range(0, len(keys), PREFETCH_CHUNK):
             chunk = keys[start : start + PREFETCH_CHUNK]
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT key, handle, vals, public_vals FROM handles WHERE key IN ({marks})"
-            for key, handle, vals, public_vals in conn.execute(sql, chunk):
-                found[key] = StoredRecord(handle, vals, public_vals)
+            sql = f"SELECT key, handle, vals FROM handles WHERE key IN ({marks})"
+            for key, handle, vals in conn.execute(sql, chunk):
+                found[key] = StoredRecord(handle, vals)
         return found
 
     return load
@@ -307,7 +305,7 @@ def _flush(conn: sqlite3.Connection, txn: Txn) -> None:
         if record is None:
             deletes.append((key,))
         else:
-            upserts.append((key, record.handle, record.values_json, record.public_json))
+            upserts.append((key, record.handle, record.blob))
     if upserts:
         conn.executemany(_UPSERT, upserts)
     if deletes:

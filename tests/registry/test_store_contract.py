@@ -16,7 +16,7 @@ from registry.store import Op
 
 
 def rec(handle: str, body: bytes = b"[]") -> StoredRecord:
-    return StoredRecord(handle, body, None)
+    return StoredRecord(handle, body)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -54,7 +54,7 @@ async def test_a_failing_transaction_changes_nothing(store):
 
     with pytest.raises(ValueError, match="half way"):
         await store.transact(fail)
-    assert (await store.get("88.1/KEEP")).values_json == b"[1]"
+    assert (await store.get("88.1/KEEP")).blob == b"[1]"
     assert await store.get("88.1/NEW") is None
     assert len(await store.journal()) == 1
 
@@ -110,7 +110,7 @@ async def test_sqlite_persists_across_reopen(tmp_path):
     async with SqliteStore(path) as store:
         await store.transact(lambda txn: txn.put("88.1/A", rec("88.1/A", b"[7]"), Op.CREATE, None))
     async with SqliteStore(path) as store:
-        assert (await store.get("88.1/A")).values_json == b"[7]"
+        assert (await store.get("88.1/A")).blob == b"[7]"
         assert [e.handle for e in await store.journal()] == ["88.1/A"]
 
 
@@ -138,10 +138,10 @@ async def test_sqlite_refuses_a_missing_folder(tmp_path):
 async def test_sqlite_read_cache_never_serves_a_replaced_record(tmp_path):
     async with SqliteStore(tmp_path / "c.sqlite3", cache=RecordCache(max_entries=10)) as store:
         await store.transact(lambda txn: txn.put("88.1/A", rec("88.1/A", b"[1]"), Op.CREATE, None))
-        assert (await store.get("88.1/A")).values_json == b"[1]"
+        assert (await store.get("88.1/A")).blob == b"[1]"
         assert len(store.cache) == 1  # cached by the read
         await store.transact(lambda txn: txn.put("88.1/A", rec("88.1/A", b"[2]"), Op.UPDATE, None))
-        assert (await store.get("88.1/A")).values_json == b"[2]"
+        assert (await store.get("88.1/A")).blob == b"[2]"
         await store.transact(lambda txn: txn.delete("88.1/A", "88.1/A", None))
         assert await store.get("88.1/A") is None
         for i in range(30):  # bounded by entries
@@ -165,8 +165,8 @@ def test_read_cache_drops_reads_overtaken_by_a_commit():
 
 
 def test_read_cache_is_bounded_by_bytes():
-    cache = RecordCache(max_entries=1000, max_bytes=2000)
+    cache = RecordCache(max_entries=1000, max_bytes=20_000)
     for i in range(50):
-        cache.offer(f"k{i}", rec(f"h{i}", b"x" * 300), cache.generation)
-    assert cache.size_bytes <= 2000
+        cache.offer(f"k{i}", rec(f"h{i}", b"x" * 100), cache.generation)
+    assert cache.size_bytes <= 20_000
     assert 0 < len(cache) < 50
