@@ -43,20 +43,26 @@ class Handle:
         key: the comparison and storage key: prefix upper-cased, ``/``,
             suffix unchanged (upper-cased too for ``0.NA/<prefix>``, whose
             suffix is a prefix). Two handles are equal when their keys are.
+        prefix_key: the prefix upper-cased, for comparisons.
+        is_prefix_handle: True for ``0.NA/<prefix>`` handles, which
+            describe a prefix.
     """
 
-    __slots__ = ("prefix", "suffix", "key")
+    __slots__ = ("prefix", "suffix", "key", "prefix_key", "is_prefix_handle")
 
     prefix: str
     suffix: str
     key: str
+    prefix_key: str
+    is_prefix_handle: bool
 
     def __init__(self, prefix: str, suffix: str) -> None:
         check_prefix(prefix)
         _check_suffix(suffix, offset=len(prefix) + 1)
         _check_length(prefix, suffix)
         prefix_upper = prefix.upper()
-        if prefix_upper == _PREFIX_HANDLE_KEY:
+        is_prefix_handle = prefix_upper == _PREFIX_HANDLE_KEY
+        if is_prefix_handle:
             # 0.NA/<prefix> names a prefix, and prefixes ignore case.
             try:
                 check_prefix(suffix)
@@ -65,9 +71,12 @@ class Handle:
             key = prefix_upper + "/" + suffix.upper()
         else:
             key = prefix_upper + "/" + suffix
-        object.__setattr__(self, "prefix", prefix)
-        object.__setattr__(self, "suffix", suffix)
-        object.__setattr__(self, "key", key)
+        setter = object.__setattr__
+        setter(self, "prefix", prefix)
+        setter(self, "suffix", suffix)
+        setter(self, "key", key)
+        setter(self, "prefix_key", prefix_upper)
+        setter(self, "is_prefix_handle", is_prefix_handle)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Handle is immutable")
@@ -99,16 +108,6 @@ class Handle:
 
     def __hash__(self) -> int:
         return hash(self.key)
-
-    @property
-    def prefix_key(self) -> str:
-        """The prefix upper-cased, for comparisons."""
-        return self.prefix.upper()
-
-    @property
-    def is_prefix_handle(self) -> bool:
-        """True for ``0.NA/<prefix>`` handles, which describe a prefix."""
-        return self.key.startswith(_PREFIX_HANDLE_KEY + "/")
 
     @property
     def described_prefix(self) -> str:

@@ -30,11 +30,10 @@ from idcore.values import (
     AdminRef,
     HandleValue,
     ValueReference,
-    ValueType,
     check_record,
+    data_class_for,
     json_int,
     type_in_filter,
-    type_is,
 )
 
 _TIMESTAMP_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d+)?Z")
@@ -61,15 +60,24 @@ def parse_timestamp(text: Any) -> int:
     return calendar.timegm(tuple(int(g) for g in match.groups()) + (0, 0, 0))
 
 
+def bytes_as_text(data: bytes) -> str | None:
+    """``data`` as text when the Handle server would show it as a string
+    (valid UTF-8 without binary control bytes), else None (shown as base64)."""
+    if _BINARY_BYTES_RE.search(data) is not None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def data_to_json(value: HandleValue) -> dict[str, Any]:
     """The ``data`` member of a value, format chosen by type."""
     data = value.data
     if isinstance(data, bytes):
-        if _BINARY_BYTES_RE.search(data) is None:
-            try:
-                return {"format": "string", "value": data.decode("utf-8")}
-            except UnicodeDecodeError:
-                pass
+        text = bytes_as_text(data)
+        if text is not None:
+            return {"format": "string", "value": text}
         return {"format": "base64", "value": base64.b64encode(data).decode("ascii")}
     if isinstance(data, AdminRef):
         return {"format": "admin", "value": data.to_json()}
@@ -133,33 +141,44 @@ def value_from_json(obj: Any) -> HandleValue:
     Raises:
         InvalidValue: naming the value's index and the member that is wrong.
     """
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise InvalidValue(f"a handle value must be an object, not {_json_kind(obj)}")
-    index = json_int(obj.get("index"))
+    index = obj.get("index")
     if type(index) is not int:
-        raise InvalidValue(f"value index {index!r} must be an integer", index=index)
+        index = json_int(index)
+        if type(index) is not int:
+            raise InvalidValue(f"value index {index!r} must be an integer", index=index)
     value_type = obj.get("type")
-    if not isinstance(value_type, str):
+    if type(value_type) is not str:
         raise InvalidValue(f"value {index}: 'type' must be text", index=index)
-    if "data" not in obj:
+    data = obj.get("data", _MISSING)
+    if type(data) is str and data_class_for(value_type) is bytes:
+        payload: Any = data.encode("utf-8")  # the common case: plain text
+    elif data is _MISSING:
         raise InvalidValue(f"value {index}: 'data' is missing", index=index)
-    data = _data_from_json(index, value_type, obj["data"])
-    ttl = json_int(obj.get("ttl", limits.DEFAULT_TTL_SECONDS))
+    else:
+        payload = _data_from_json(index, value_type, data)
+    ttl = obj.get("ttl", limits.DEFAULT_TTL_SECONDS)
     if type(ttl) is not int:
-        raise InvalidValue(f"value {index}: ttl {ttl!r} must be whole seconds (absolute TTLs are not supported)", index=index)
+        ttl = json_int(ttl)
+        if type(ttl) is not int:
+            raise InvalidValue(f"value {index}: ttl {ttl!r} must be whole seconds (absolute TTLs are not supported)", index=index)
     permissions = obj.get("permissions", DEFAULT_PERMISSIONS)
-    if not isinstance(permissions, str):
+    if type(permissions) is not str:
         raise InvalidValue(f"value {index}: permissions must be a string such as \"1110\"", index=index)
     timestamp = obj.get("timestamp")
-    seconds = parse_timestamp(timestamp) if timestamp is not None else 0
+    seconds = 0 if timestamp is None else parse_timestamp(timestamp)
     references = obj.get("references") or ()
     if references:
-        if not isinstance(references, list):
+        if type(references) is not list:
             raise InvalidValue(f"value {index}: 'references' must be a list", index=index)
         references = tuple(ValueReference.from_json(r, what=f"value {index} reference") for r in references)
     return HandleValue(
-        index, value_type, data, ttl=ttl, permissions=permissions, timestamp=seconds, references=references
+        index, value_type, payload, ttl=ttl, permissions=permissions, timestamp=seconds, references=references
     )
+
+
+_MISSING = object()
 
 
 def values_from_json(items: Any) -> list[HandleValue]:
@@ -226,16 +245,11 @@ def _data_from_json(index: int, value_type: str, data: Any) -> Any:
     return _generic_data(index, value_type, fmt, raw)
 
 
+_STRUCTURED_FORMATS = {AdminRef: "admin", tuple: "vlist", Site: "site", PublicKey: "key"}
+
+
 def _structured_format(value_type: str) -> str | None:
-    if type_is(value_type, ValueType.HS_ADMIN):
-        return "admin"
-    if type_is(value_type, ValueType.HS_VLIST):
-        return "vlist"
-    if type_is(value_type, ValueType.HS_SITE) or type_is(value_type, ValueType.HS_NA_DELEGATE):
-        return "site"
-    if type_is(value_type, ValueType.HS_PUBKEY):
-        return "key"
-    return None
+    return _STRUCTURED_FORMATS.get(data_class_for(value_type))
 
 
 def _generic_data(index: int, value_type: str, fmt: str, raw: Any) -> bytes:

@@ -22,16 +22,20 @@ Values are immutable; change one with :meth:`HandleValue.replace`.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, NamedTuple, Union
 
 from idcore import limits
 from idcore.errors import InvalidValue, ValueAlreadyExists
 from idcore.pubkey import PublicKey
 from idcore.site import Site
 
+#: Distinct type names whose data class is remembered.
+TYPE_CACHE_SIZE = 4096
+
 # The constructor of HandleValue takes a parameter named ``type`` (the JSON
-# member); keep a handle on the builtin for its checks.
+# member), and its class has a field of that name; keep the builtin at hand.
 _builtin_type = type
 
 
@@ -177,9 +181,9 @@ def json_int(obj: Any) -> Any:
     return obj
 
 
-@dataclass(frozen=True, slots=True)
-class ValueReference:
-    """A pointer to one value of a handle (``index:handle``)."""
+class ValueReference(NamedTuple):
+    """A pointer to one value of a handle (``index:handle``); also how an
+    identity is named."""
 
     handle: str
     index: int
@@ -262,8 +266,21 @@ class AdminRef:
 ValueData = Union[bytes, AdminRef, Site, PublicKey, tuple]
 
 
-class HandleValue:
+class _ValueFields(NamedTuple):
+    index: int
+    type: str
+    data: Any
+    ttl: int
+    permissions: str
+    timestamp: int
+    references: tuple[ValueReference, ...]
+
+
+class HandleValue(_ValueFields):
     """One value of a handle record. Immutable; checked on construction.
+
+    A tuple underneath (values are made by the million in batches, and a
+    tuple is the cheapest immutable object with named fields).
 
     Attributes:
         index: 1..MAX_VALUE_INDEX, unique within a record.
@@ -275,18 +292,10 @@ class HandleValue:
         references: values this one points at.
     """
 
-    __slots__ = ("index", "type", "data", "ttl", "permissions", "timestamp", "references")
+    __slots__ = ()
 
-    index: int
-    type: str
-    data: ValueData
-    ttl: int
-    permissions: str
-    timestamp: int
-    references: tuple[ValueReference, ...]
-
-    def __init__(
-        self,
+    def __new__(
+        cls,
         index: int,
         type: str,
         data: ValueData,
@@ -295,12 +304,12 @@ class HandleValue:
         permissions: str = DEFAULT_PERMISSIONS,
         timestamp: int = 0,
         references: tuple[ValueReference, ...] = (),
-    ) -> None:
+    ) -> HandleValue:
         if _builtin_type(index) is not int or not 1 <= index <= limits.MAX_VALUE_INDEX:
             raise InvalidValue(
                 f"value index {index!r} must be an integer in 1..{limits.MAX_VALUE_INDEX}", index=index
             )
-        if not isinstance(type, str) or not type or len(type) > limits.MAX_TYPE_LENGTH or not type.isprintable():
+        if _builtin_type(type) is not str or not type or len(type) > limits.MAX_TYPE_LENGTH or not type.isprintable():
             raise InvalidValue(
                 f"value {index}: type must be printable text of 1..{limits.MAX_TYPE_LENGTH} characters",
                 index=index,
@@ -322,37 +331,13 @@ class HandleValue:
                 index=index,
             )
         _check_data(index, type, data)
-        setter = object.__setattr__
-        setter(self, "index", index)
-        setter(self, "type", type)
-        setter(self, "data", data)
-        setter(self, "ttl", ttl)
-        setter(self, "permissions", permissions)
-        setter(self, "timestamp", timestamp)
-        setter(self, "references", references)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("HandleValue is immutable; use replace()")
+        return tuple.__new__(cls, (index, type, data, ttl, permissions, timestamp, references))
 
     def replace(self, **changes: Any) -> HandleValue:
         """A copy with ``changes`` applied (and checked)."""
-        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields = self._asdict()
         fields.update(changes)
         return HandleValue(fields.pop("index"), fields.pop("type"), fields.pop("data"), **fields)
-
-    def with_timestamp(self, timestamp: int) -> HandleValue:
-        """This value stamped with ``timestamp`` (seconds since the epoch).
-
-        Cheaper than :meth:`replace`: nothing but the timestamp changes, so
-        nothing needs checking again. Returns ``self`` when already stamped so.
-        """
-        if timestamp == self.timestamp:
-            return self
-        copy = object.__new__(HandleValue)
-        for name in self.__slots__:
-            object.__setattr__(copy, name, getattr(self, name))
-        object.__setattr__(copy, "timestamp", timestamp)
-        return copy
 
     @property
     def public_read(self) -> bool:
@@ -364,37 +349,36 @@ class HandleValue:
 
     def same_content(self, other: HandleValue) -> bool:
         """Equal in everything but the timestamp (Handle's ``equalsIgnoreTimestamp``)."""
-        return (
-            self.index == other.index
-            and self.type == other.type
-            and self.data == other.data
-            and self.ttl == other.ttl
-            and self.permissions == other.permissions
-            and self.references == other.references
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, HandleValue) and self.same_content(other) and self.timestamp == other.timestamp
-
-    __hash__ = None  # type: ignore[assignment]
+        return self[:5] == other[:5] and self[6] == other[6]
 
     def __repr__(self) -> str:
         return f"HandleValue({self.index}, {self.type!r}, {self.data!r})"
 
 
+@functools.lru_cache(maxsize=TYPE_CACHE_SIZE)
+def data_class_for(value_type: str) -> type:
+    """The class of data a value of ``value_type`` holds (see the module doc)."""
+    if type_is(value_type, ValueType.HS_ADMIN):
+        return AdminRef
+    if type_is(value_type, ValueType.HS_VLIST):
+        return tuple
+    if type_is(value_type, ValueType.HS_SITE) or type_is(value_type, ValueType.HS_NA_DELEGATE):
+        return Site
+    if type_is(value_type, ValueType.HS_PUBKEY):
+        return PublicKey
+    return bytes
+
+
+@functools.lru_cache(maxsize=TYPE_CACHE_SIZE)
+def is_secret_key_type(value_type: str) -> bool:
+    """True for HS_SECKEY (and its subtypes): data that must never be stored
+    or shown in the clear."""
+    return type_is(value_type, ValueType.HS_SECKEY)
+
+
 def _check_data(index: int, value_type: str, data: Any) -> None:
     """Check that ``data`` is what ``value_type`` calls for."""
-    expected: Any
-    if type_is(value_type, ValueType.HS_ADMIN):
-        expected = AdminRef
-    elif type_is(value_type, ValueType.HS_VLIST):
-        expected = tuple
-    elif type_is(value_type, ValueType.HS_SITE) or type_is(value_type, ValueType.HS_NA_DELEGATE):
-        expected = Site
-    elif type_is(value_type, ValueType.HS_PUBKEY):
-        expected = PublicKey
-    else:
-        expected = bytes
+    expected = data_class_for(value_type)
     if not isinstance(data, expected):
         raise InvalidValue(
             f"value {index} of type {value_type} needs {_DATA_NAMES[expected]} data",
@@ -406,6 +390,8 @@ def _check_data(index: int, value_type: str, data: Any) -> None:
             index=index,
             limit="MAX_VALUE_DATA_BYTES",
         )
+    if expected is tuple and not all(isinstance(member, ValueReference) for member in data):
+        raise InvalidValue(f"value {index}: HS_VLIST data must be references to values", index=index)
 
 
 _DATA_NAMES: dict[Any, str] = {

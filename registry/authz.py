@@ -15,15 +15,11 @@ it inside a write transaction, :func:`run_async` over the store.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Awaitable, Callable, Generator, Iterable
-
-import orjson
+from typing import Awaitable, Callable, Generator, Iterable, NamedTuple
 
 from idcore import limits
 from idcore.errors import AuthenticationNeeded, IdnodeError, InsufficientPermissions, InvalidAdmin
 from idcore.handle import Handle
-from idcore.rest_json import value_from_json
 from idcore.values import AdminPermission, AdminRef, HandleValue, ValueReference, ValueType, type_is
 from registry.records import StoredRecord, decode_values
 
@@ -35,8 +31,7 @@ ADMIN_CACHE_SIZE = 4096
 Check = Generator[str, "StoredRecord | None", "IdnodeError | None"]
 
 
-@dataclass(frozen=True, slots=True)
-class AdminSource:
+class AdminSource(NamedTuple):
     """HS_ADMIN values that may authorise an operation, and what they must grant.
 
     The same operation asks different bits of different sources: creating
@@ -55,14 +50,14 @@ def admin_refs(values: Iterable[HandleValue]) -> tuple[AdminRef, ...]:
 
 def record_admins(record: StoredRecord | None) -> tuple[AdminRef, ...]:
     """The HS_ADMIN data of a stored record (none for a missing record)."""
-    return () if record is None else _admins_of(record.values_json)
+    return () if record is None else _admins_of(record.blob)
 
 
 @functools.lru_cache(maxsize=ADMIN_CACHE_SIZE)
-def _admins_of(values_json: bytes) -> tuple[AdminRef, ...]:
+def _admins_of(blob: bytes) -> tuple[AdminRef, ...]:
     # A batch asks the same prefix record for its admins once per line;
     # decoding it once per distinct content keeps that off the hot path.
-    return admin_refs(value_from_json(item) for item in orjson.loads(values_json))
+    return admin_refs(StoredRecord("", blob).values())
 
 
 def check(identity: ValueReference | None, sources: list[AdminSource], *, what: str, handle: str) -> Check:
@@ -83,13 +78,14 @@ def check(identity: ValueReference | None, sources: list[AdminSource], *, what: 
     is_admin = False
     group_cache: dict[str, StoredRecord | None] = {}
     for source in sources:
-        granted = AdminPermission(0)
+        needed = int(source.needed)  # plain ints: IntFlag arithmetic is slow
+        granted = 0
         admin_here = False
         for admin in source.admins:
             if (yield from _matches(identity, identity_key, admin.handle, admin.index, 0, group_cache)):
                 admin_here = True
-                granted |= admin.permissions
-        if admin_here and (granted & source.needed) == source.needed:
+                granted |= int(admin.permissions)
+        if admin_here and (granted & needed) == needed:
             return None
         is_admin = is_admin or admin_here
     if not is_admin:
@@ -137,15 +133,22 @@ def _handle_key(text: str) -> str | None:
         return None
 
 
-def run_sync(gen: Check, fetch: Callable[[str], StoredRecord | None]) -> None:
-    """Drive a check with a synchronous fetch; raise its error if refused."""
+def run_sync(gen: Check, fetch: Callable[[str], StoredRecord | None]) -> bool:
+    """Drive a check with a synchronous fetch; raise its error if refused.
+
+    Returns True when the decision needed no record beyond the sources
+    (no group was looked up), so it may be reused for the same sources.
+    """
+    fetched = False
     try:
         key = next(gen)
         while True:
+            fetched = True
             key = gen.send(fetch(key))
     except StopIteration as stop:
         if stop.value is not None:
             raise stop.value from None
+    return not fetched
 
 
 async def run_async(gen: Check, fetch: Callable[[str], Awaitable[StoredRecord | None]]) -> None:

@@ -82,6 +82,9 @@ class Txn:
         self.homing: list[tuple[str, bool]] = []
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self.now = self.now_ms // 1000
+        #: Scratch space for callers' per-transaction memos (what a batch
+        #: worked out once for its first line and can reuse for the rest).
+        self.memo: dict[Any, Any] = {}
 
     def get(self, key: str) -> StoredRecord | None:
         """The record under ``key`` as this transaction sees it, or None."""

@@ -9,8 +9,9 @@ they run and commits what they buffered.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from idcore import limits
 from idcore.errors import (
@@ -49,9 +50,8 @@ AUTO_ADMIN_PERMISSIONS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class WriteContext:
-    """Who writes, and what this node is responsible for.
+class WriteContext(NamedTuple):
+    """Who writes, and what this node is responsible for. Build with :meth:`of`.
 
     Attributes:
         identity: the authenticated identity, or None for anonymous.
@@ -60,22 +60,24 @@ class WriteContext:
             identity.
         system: node set-up writing its own records; skips authorisation.
             Never set from a request.
+        actor: who the journal records as making the change.
     """
 
     identity: ValueReference | None
     homed: frozenset[str]
-    auto_admin: bool = True
-    system: bool = False
+    auto_admin: bool
+    system: bool
+    actor: str | None
 
-    @property
-    def actor(self) -> str | None:
-        if self.system:
-            return "system"
-        return None if self.identity is None else self.identity.to_text()
+    @classmethod
+    def of(
+        cls, identity: ValueReference | None, homed: frozenset[str], *, auto_admin: bool = True, system: bool = False
+    ) -> WriteContext:
+        actor = "system" if system else None if identity is None else identity.to_text()
+        return cls(identity, homed, auto_admin, system, actor)
 
 
-@dataclass(frozen=True, slots=True)
-class Authority:
+class Authority(NamedTuple):
     """Whose HS_ADMIN values govern a handle besides its own.
 
     Attributes:
@@ -90,8 +92,7 @@ class Authority:
     delete: AdminPermission
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
+class WriteResult(NamedTuple):
     """What a write did: the handle it wrote and how."""
 
     handle: str
@@ -109,15 +110,27 @@ def authority_for(handle: Handle, homed: frozenset[str]) -> Authority:
         ServerNotResponsible: the handle's prefix does not live here.
     """
     if handle.is_prefix_handle:
-        described = handle.suffix.upper()
-        if described in homed:
+        authority = _authority(handle.suffix.upper(), True, homed)
+    else:
+        authority = _authority(handle.prefix_key, False, homed)
+    if authority is None:
+        raise ServerNotResponsible("That prefix doesn't live here", handle=handle.to_text())
+    return authority
+
+
+@functools.lru_cache(maxsize=1024)
+def _authority(namespace: str, prefix_handle: bool, homed: frozenset[str]) -> Authority | None:
+    # Every line of a batch under one prefix asks the same question.
+    if prefix_handle:
+        if namespace in homed:
             return Authority(None, P(0), P.DELETE_HANDLE)
-        for ancestor in prefix_ancestors(described)[1:]:
+        for ancestor in prefix_ancestors(namespace)[1:]:
             if ancestor in homed:
                 return Authority(prefix_record_key(ancestor), P.ADD_DERIVED_PREFIX, P.DELETE_DERIVED_PREFIX)
-    elif handle.prefix_key in homed:
-        return Authority(prefix_record_key(handle.prefix), P.ADD_HANDLE, P.DELETE_HANDLE)
-    raise ServerNotResponsible("That prefix doesn't live here", handle=handle.to_text())
+        return None
+    if namespace in homed:
+        return Authority(prefix_record_key(namespace), P.ADD_HANDLE, P.DELETE_HANDLE)
+    return None
 
 
 def create(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleValue], *, idempotent: bool) -> WriteResult:
@@ -153,8 +166,7 @@ def put(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleValue]) 
         return _create_new(txn, ctx, handle, authority, values)
     old = decode_values(existing)
     _authorize_change(txn, ctx, handle, authority, old, _change_permissions(old, values, handle))
-    stamped = _stamp(values, txn.now, old)
-    txn.put(handle.key, encode_record(existing.handle, stamped), Op.UPDATE, ctx.actor)
+    txn.put(handle.key, encode_record(existing.handle, values, _timestamps(values, txn.now, old)), Op.UPDATE, ctx.actor)
     return WriteResult(existing.handle, "replaced")
 
 
@@ -180,7 +192,7 @@ def add_values(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleV
     merged = sorted([v for v in old if v.index not in new_indexes] + list(values), key=lambda v: v.index)
     check_record(merged)
     _authorize_change(txn, ctx, handle, authority, old, _change_permissions(old, merged, handle))
-    txn.put(handle.key, encode_record(existing.handle, _stamp(merged, txn.now, old)), Op.UPDATE, ctx.actor)
+    txn.put(handle.key, encode_record(existing.handle, merged, _timestamps(merged, txn.now, old)), Op.UPDATE, ctx.actor)
     return WriteResult(existing.handle, "replaced" if replaced else "updated")
 
 
@@ -215,11 +227,10 @@ def delete(txn: Txn, ctx: WriteContext, handle: Handle) -> WriteResult:
     """
     authority = authority_for(handle, ctx.homed)
     existing = _existing(txn, handle)
-    if not ctx.system:
-        sources = [AdminSource(authz.record_admins(existing), P.DELETE_HANDLE)]
-        if authority.record_key is not None:
-            sources.append(AdminSource(authz.record_admins(txn.get(authority.record_key)), authority.delete))
-        authz.run_sync(authz.check(ctx.identity, sources, what="delete it", handle=handle.to_text()), txn.get)
+    sources = [AdminSource(authz.record_admins(existing), P.DELETE_HANDLE)]
+    if authority.record_key is not None:
+        sources.append(AdminSource(authz.record_admins(txn.get(authority.record_key)), authority.delete))
+    _authorize(txn, ctx, sources, "delete it", handle)
     txn.delete(handle.key, existing.handle, ctx.actor)
     return WriteResult(existing.handle, "deleted")
 
@@ -251,15 +262,31 @@ def _existing(txn: Txn, handle: Handle) -> StoredRecord:
     return existing
 
 
+def _authorize(txn: Txn, ctx: WriteContext, sources: list[AdminSource], what: str, handle: Handle) -> None:
+    """Refuse unless ``sources`` let the writer do ``what``.
+
+    A decision that needed no group lookup depends only on the identity
+    and the sources, so it is remembered for the rest of the transaction:
+    a batch of creates under one prefix checks the prefix's admins once.
+    """
+    if ctx.system:
+        return
+    memo_key = ("authz", ctx.identity, *((id(s.admins), s.needed) for s in sources))
+    if memo_key in txn.memo:
+        return
+    reusable = authz.run_sync(authz.check(ctx.identity, sources, what=what, handle=handle.to_text()), txn.get)
+    if reusable:
+        # keep the admin tuples alive so that their ids in the key stay theirs
+        txn.memo[memo_key] = [s.admins for s in sources]
+
+
 def _create_new(txn: Txn, ctx: WriteContext, handle: Handle, authority: Authority, values: list[HandleValue]) -> WriteResult:
-    if not ctx.system:
-        admins = () if authority.record_key is None else authz.record_admins(txn.get(authority.record_key))
-        source = AdminSource(admins, authority.create)
-        authz.run_sync(authz.check(ctx.identity, [source], what="create it", handle=handle.to_text()), txn.get)
-    record_values = _stamp(_with_auto_admin(ctx, values), txn.now, ())
+    admins = () if authority.record_key is None else authz.record_admins(txn.get(authority.record_key))
+    _authorize(txn, ctx, [AdminSource(admins, authority.create)], "create it", handle)
+    record_values = _with_auto_admin(ctx, values)
     check_record(record_values)
     text = handle.to_text()
-    txn.put(handle.key, encode_record(text, record_values), Op.CREATE, ctx.actor)
+    txn.put(handle.key, encode_record(text, record_values, [txn.now] * len(record_values)), Op.CREATE, ctx.actor)
     return WriteResult(text, "created")
 
 
@@ -302,7 +329,8 @@ def _check_writable(value: HandleValue, handle: Handle) -> None:
 
 
 def _is_admin(value: HandleValue) -> bool:
-    return type_is(value.type, ValueType.HS_ADMIN)
+    # a value's data class follows its type, so this is "type is HS_ADMIN"
+    return isinstance(value.data, AdminRef)
 
 
 def _with_auto_admin(ctx: WriteContext, values: list[HandleValue]) -> list[HandleValue]:
@@ -313,20 +341,23 @@ def _with_auto_admin(ctx: WriteContext, values: list[HandleValue]) -> list[Handl
     index = ReservedIndex.ADMIN
     while index in taken:
         index += 1
-    admin = AdminRef(ctx.identity.handle, ctx.identity.index, AUTO_ADMIN_PERMISSIONS)
-    return [*values, HandleValue(index, ValueType.HS_ADMIN, admin)]
+    return [*values, _auto_admin_value(ctx.identity, index)]
 
 
-def _stamp(values: list[HandleValue], now: int, old: list[HandleValue] | tuple[()]) -> list[HandleValue]:
-    """Timestamp values with ``now``, except those unchanged from ``old``."""
+@functools.lru_cache(maxsize=256)
+def _auto_admin_value(identity: ValueReference, index: int) -> HandleValue:
+    # One immutable value serves every handle a writer creates.
+    return HandleValue(index, ValueType.HS_ADMIN, AdminRef(identity.handle, identity.index, AUTO_ADMIN_PERMISSIONS))
+
+
+def _timestamps(values: list[HandleValue], now: int, old: list[HandleValue]) -> list[int]:
+    """``now`` for each value, except those unchanged from ``old``, which
+    keep their timestamp (as the Handle server does on overwrite)."""
     before = {v.index: v for v in old}
     out = []
     for value in values:
         previous = before.get(value.index)
-        if previous is not None and previous.same_content(value):
-            out.append(value.with_timestamp(previous.timestamp))
-        else:
-            out.append(value.with_timestamp(now))
+        out.append(previous.timestamp if previous is not None and previous.same_content(value) else now)
     return out
 
 

@@ -65,8 +65,13 @@ class ReadOptions(NamedTuple):
         Raises:
             MalformedRequest: an ``index=`` that is not a whole number.
         """
+        if not request.query_string:
+            return _PLAIN_READ  # most reads: no parameters to parse
         query = request.query
         return cls(tuple(query.getall("type", ())), tuple(int_params(query, "index")), flag(query, "pretty"))
+
+
+_PLAIN_READ = ReadOptions((), (), False)
 
 
 def record_reply(asked: str, resolution: Resolution, options: ReadOptions) -> web.Response:
@@ -74,6 +79,8 @@ def record_reply(asked: str, resolution: Resolution, options: ReadOptions) -> we
 
     ``asked`` is echoed as the response's handle, as the Handle server does.
     """
+    if options is _PLAIN_READ and resolution.public_record is not None and resolution.values_json != b"[]":
+        return json_reply(resolution.public_record.public_answer(asked))
     asked_json = dumps(asked)
     if resolution.response_code == 303:
         body = b'{"responseCode":303,"values":' + resolution.values_json + b',"handle":' + asked_json + b"}"
@@ -100,7 +107,9 @@ async def get_handle(request: web.Request) -> web.StreamResponse:
     text = request.match_info["handle"]
     handle = path_handle(text)
     options = ReadOptions.of(request)
-    identity = await request_identity(request, registry, required=False)
+    identity = None
+    if "Authorization" in request.headers:  # most reads are anonymous
+        identity = await request_identity(request, registry, required=False)
     return record_reply(text, await registry.resolve(handle, identity=identity), options)
 
 
