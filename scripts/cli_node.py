@@ -9,12 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from idcore.errors import IdnodeError
 from idcore.settings import DATABASE_NAME, NodeSettings, SettingsError, build_settings
 from registry.node_setup import init_node
-from resolver.node_app import node_app
+from resolver.serve import run_node
 from scripts.cli_common import CliError
 
 
@@ -60,10 +58,9 @@ def serve(args: Any) -> int:
     )
     if not settings.database.exists():
         raise CliError(f"no node database at {settings.database}; run 'idnode init --data {settings.data_dir} --prefix ...'")
-    app = node_app(settings.database, auto_admin=settings.auto_admin)
     print(f"idnode serving {settings.data_dir} on http://{settings.host}:{settings.port}/ (Ctrl-C stops)", flush=True)
     try:
-        web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+        run_node(settings.database, host=settings.host, port=settings.port, auto_admin=settings.auto_admin)
     except OSError as exc:
         raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     return 0

@@ -9,7 +9,7 @@ import pytest
 
 from registry.sqlite_store import SqliteStore
 from resolver.rest_client import basic_auth_header
-from tests.node_process import NodeProcess, run_cli
+from scripts.node_process import NodeProcess, run_cli
 
 LINES = 60_000
 SECRET = "crash-test-secret"

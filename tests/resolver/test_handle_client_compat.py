@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.node_process import NodeProcess, run_cli
+from scripts.node_process import NodeProcess, run_cli
 
 pyhandle = pytest.importorskip("pyhandle.handleclient", reason="pyhandle comes with the test extra")
 

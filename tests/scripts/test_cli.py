@@ -8,7 +8,7 @@ import os
 import orjson
 import pytest
 
-from tests.node_process import NodeProcess, free_port, run_cli
+from scripts.node_process import NodeProcess, free_port, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Run a real node as a subprocess on a free loopback port, for tests that
-need a separate process (crash tests, synchronous clients, the CLI)."""
+"""Run a real node as a subprocess on a free loopback port: for tests that
+need a separate process (crash tests, synchronous clients, the CLI) and for
+benchmarks."""
 
 from __future__ import annotations
 

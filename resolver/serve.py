@@ -1,0 +1,49 @@
+"""Running a node's HTTP server as a process: garbage-collector tuning and
+the aiohttp runner.
+
+A node allocates many short-lived containers per request or batch line
+(JSON objects, values) while holding many long-lived ones (its record cache,
+the loaded code). CPython's default collector then spends much of the time
+scanning: parsing a batch line took three times as long here with the
+default thresholds as without collection. The node therefore freezes what
+start-up allocated (never scanned again) and collects the young generation
+less often; reference counting still frees nearly everything at once, the
+collector is only needed for cycles.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from resolver.node_app import node_app
+
+log = logging.getLogger(__name__)
+
+#: Allocations between young-generation collections (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+#: Young collections per middle one, middle per old one (defaults: 10, 10).
+GC_OLDER_THRESHOLDS = (20, 20)
+
+
+def tune_garbage_collector() -> None:
+    """Freeze everything allocated so far and raise the collection thresholds."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *GC_OLDER_THRESHOLDS)
+
+
+def run_node(database: Path, *, host: str, port: int, auto_admin: bool = True) -> None:
+    """Serve the node whose store is ``database`` until interrupted (SIGINT,
+    SIGTERM), then close the store after the last request.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    app = node_app(database, auto_admin=auto_admin)
+    tune_garbage_collector()
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
