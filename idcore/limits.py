@@ -45,6 +45,10 @@ MAX_TTL_SECONDS = 365 * 24 * 3600
 #: Time-to-live given to a value that names none (Handle's default).
 DEFAULT_TTL_SECONDS = 86400
 
+#: Largest stored record (the compact form, about a third of its REST JSON):
+#: values are added a request at a time, so no request limit bounds a record.
+MAX_RECORD_BYTES = 1024 * 1024
+
 #: Most servers one HS_SITE value may list.
 MAX_SITE_SERVERS = 64
 
@@ -61,6 +65,11 @@ MAX_BATCH_LINE_BYTES = 1024 * 1024
 #: batch: large enough to amortise the fsync, small enough that memory stays
 #: flat and a result line never waits long.
 BATCH_COMMIT_OPS = 4000
+
+#: Bytes of input lines in one such group: with lines near their limit, the
+#: group is cut by size first, so a batch holds at most two groups of this
+#: size in memory however large its lines.
+BATCH_COMMIT_BYTES = 8 * 1024 * 1024
 
 #: Largest page of a handle listing.
 MAX_PAGE_SIZE = 10_000
@@ -79,5 +88,12 @@ MAX_MINT_ATTEMPTS = 8
 MAX_SECRET_BYTES = 1024
 
 #: Depth of HS_VLIST (group) references followed when matching an identity to
-#: an administrator; stops group cycles.
+#: an administrator: groups of groups, not an org chart.
 MAX_ADMIN_GROUP_DEPTH = 4
+
+#: Group values visited in one authorisation check; with each visited once,
+#: a cyclic or very wide group structure costs bounded work.
+MAX_ADMIN_GROUP_VISITS = 64
+
+#: Members one HS_VLIST value may list.
+MAX_VLIST_MEMBERS = 1000

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Union
 
@@ -172,11 +173,14 @@ def admin_permissions_from_json(obj: Any) -> AdminPermission:
     raise InvalidValue(f"admin permissions must be a bit string, not {type(obj).__name__}")
 
 
+_JSON_INT_TEXT = re.compile(r"-?[0-9]{1,18}")
+
+
 def json_int(obj: Any) -> Any:
     """A JSON integer as Handle servers read one: a number, or a string of
     digits (some clients, pyhandle among them, send indexes as strings).
     Anything else is returned unchanged for the caller's check to refuse."""
-    if type(obj) is str and obj.isascii() and obj.lstrip("-").isdigit():
+    if type(obj) is str and _JSON_INT_TEXT.fullmatch(obj):
         return int(obj)
     return obj
 
@@ -390,8 +394,15 @@ def _check_data(index: int, value_type: str, data: Any) -> None:
             index=index,
             limit="MAX_VALUE_DATA_BYTES",
         )
-    if expected is tuple and not all(isinstance(member, ValueReference) for member in data):
-        raise InvalidValue(f"value {index}: HS_VLIST data must be references to values", index=index)
+    if expected is tuple:
+        if not all(isinstance(member, ValueReference) for member in data):
+            raise InvalidValue(f"value {index}: HS_VLIST data must be references to values", index=index)
+        if len(data) > limits.MAX_VLIST_MEMBERS:
+            raise InvalidValue(
+                f"value {index}: HS_VLIST lists {len(data)} members; the limit is {limits.MAX_VLIST_MEMBERS}",
+                index=index,
+                limit="MAX_VLIST_MEMBERS",
+            )
 
 
 _DATA_NAMES: dict[Any, str] = {

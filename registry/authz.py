@@ -4,8 +4,8 @@ An identity (``index:handle`` naming an HS_SECKEY or HS_PUBKEY value) may do
 something to a handle when an HS_ADMIN value grants it the permission:
 either an HS_ADMIN of the handle itself or one of the prefix the handle is
 under (``0.NA/<prefix>``). An HS_ADMIN names the identity directly, or names
-an HS_VLIST (a group) whose members include it, up to
-:data:`~idcore.limits.MAX_ADMIN_GROUP_DEPTH` levels deep.
+an HS_VLIST (a group) whose members include it, within the named limits on
+group depth and on groups visited per check.
 
 The check is written once, sans-I/O, as a generator that yields the key of
 each group record it needs and receives the record: :func:`run_sync` drives
@@ -21,10 +21,14 @@ from idcore import limits
 from idcore.errors import AuthenticationNeeded, IdnodeError, InsufficientPermissions, InvalidAdmin
 from idcore.handle import Handle
 from idcore.values import AdminPermission, AdminRef, HandleValue, ValueReference, ValueType, type_is
-from registry.records import StoredRecord, decode_values
+from registry.records import StoredRecord
 
 #: Distinct admin lists and identity handles remembered between checks.
 ADMIN_CACHE_SIZE = 4096
+
+#: Records larger than this are not remembered by content (prefix records,
+#: whose admins a batch asks for on every line, are far smaller).
+ADMIN_CACHE_MAX_RECORD_BYTES = 16 * 1024
 
 # A check yields record keys and is sent back the record (or None); it
 # returns None when allowed, or the error to raise.
@@ -50,7 +54,11 @@ def admin_refs(values: Iterable[HandleValue]) -> tuple[AdminRef, ...]:
 
 def record_admins(record: StoredRecord | None) -> tuple[AdminRef, ...]:
     """The HS_ADMIN data of a stored record (none for a missing record)."""
-    return () if record is None else _admins_of(record.blob)
+    if record is None:
+        return ()
+    if len(record.blob) > ADMIN_CACHE_MAX_RECORD_BYTES:
+        return admin_refs(record.values())
+    return _admins_of(record.blob)
 
 
 @functools.lru_cache(maxsize=ADMIN_CACHE_SIZE)
@@ -74,19 +82,18 @@ def check(identity: ValueReference | None, sources: list[AdminSource], *, what: 
     """
     if identity is None:
         return AuthenticationNeeded(f"{what} needs an authenticated identity", handle=handle)
-    identity_key = _handle_key(identity.handle)
+    groups = _GroupSearch(identity)
     is_admin = False
-    group_cache: dict[str, StoredRecord | None] = {}
     for source in sources:
         needed = int(source.needed)  # plain ints: IntFlag arithmetic is slow
         granted = 0
         admin_here = False
         for admin in source.admins:
-            if (yield from _matches(identity, identity_key, admin.handle, admin.index, 0, group_cache)):
+            if (yield from groups.reaches(admin.handle, admin.index)):
                 admin_here = True
                 granted |= int(admin.permissions)
-        if admin_here and (granted & needed) == needed:
-            return None
+                if (granted & needed) == needed:
+                    return None
         is_admin = is_admin or admin_here
     if not is_admin:
         return InvalidAdmin(
@@ -97,32 +104,45 @@ def check(identity: ValueReference | None, sources: list[AdminSource], *, what: 
     )
 
 
-def _matches(
-    identity: ValueReference,
-    identity_key: str | None,
-    ref_handle: str,
-    ref_index: int,
-    depth: int,
-    group_cache: dict[str, StoredRecord | None],
-) -> Generator[str, StoredRecord | None, bool]:
-    ref_key = _handle_key(ref_handle)
-    if ref_key is None or identity_key is None:
-        return False
-    if ref_key == identity_key and (ref_index == 0 or ref_index == identity.index):
-        return True
-    if depth >= limits.MAX_ADMIN_GROUP_DEPTH:
-        return False
-    if ref_key not in group_cache:
-        group_cache[ref_key] = yield ref_key
-    group = group_cache[ref_key]
-    if group is None:
-        return False
-    for value in decode_values(group):
-        if type_is(value.type, ValueType.HS_VLIST) and (ref_index == 0 or value.index == ref_index):
-            for member in value.data:
-                if (yield from _matches(identity, identity_key, member.handle, member.index, depth + 1, group_cache)):
+class _GroupSearch:
+    """Whether an admin reference reaches the identity, directly or through
+    HS_VLIST groups: breadth first, each group value visited once per check,
+    at most MAX_ADMIN_GROUP_DEPTH levels and MAX_ADMIN_GROUP_VISITS groups
+    deep, so that cyclic or huge groups cost a bounded amount of work."""
+
+    def __init__(self, identity: ValueReference) -> None:
+        self.identity = identity
+        self.identity_key = _handle_key(identity.handle)
+        self.visited: dict[tuple[str, int], int] = {}  # group value -> shallowest depth seen
+        self.records: dict[str, list[HandleValue] | None] = {}
+
+    def reaches(self, ref_handle: str, ref_index: int) -> Generator[str, StoredRecord | None, bool]:
+        if self.identity_key is None:
+            return False
+        frontier = [(ref_handle, ref_index)]
+        for depth in range(limits.MAX_ADMIN_GROUP_DEPTH + 1):
+            deeper: list[tuple[str, int]] = []
+            for handle, index in frontier:
+                key = _handle_key(handle)
+                if key is None:
+                    continue
+                if key == self.identity_key and index in (0, self.identity.index):
                     return True
-    return False
+                if depth == limits.MAX_ADMIN_GROUP_DEPTH or self.visited.get((key, index), depth + 1) <= depth:
+                    continue
+                self.visited[(key, index)] = depth
+                if len(self.visited) > limits.MAX_ADMIN_GROUP_VISITS:
+                    return False
+                if key not in self.records:
+                    record = yield key
+                    self.records[key] = None if record is None else record.values()
+                for value in self.records[key] or ():
+                    if type_is(value.type, ValueType.HS_VLIST) and index in (0, value.index):
+                        deeper.extend((member.handle, member.index) for member in value.data)
+            if not deeper:
+                return False
+            frontier = deeper
+        return False
 
 
 @functools.lru_cache(maxsize=ADMIN_CACHE_SIZE)

@@ -18,6 +18,7 @@ from idcore.errors import (
     HandleAlreadyExists,
     HandleNotFound,
     InsufficientPermissions,
+    InvalidValue,
     NodeError,
     ServerNotResponsible,
     ValueAlreadyExists,
@@ -32,11 +33,12 @@ from idcore.values import (
     ValueReference,
     ValueType,
     check_record,
-    type_is,
+    is_secret_key_type,
 )
+from idcore.pubkey import PublicKey
 from registry import authz
 from registry.authz import AdminSource
-from registry.records import StoredRecord, decode_values, encode_record
+from registry.records import StoredRecord, encode_record
 from registry.store import Op, Txn
 
 P = AdminPermission
@@ -138,7 +140,8 @@ def create(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleValue
 
     With ``idempotent``, an existing handle holding the same values (all but
     timestamps equal) is success, status "unchanged": a retried batch line
-    does not fail as a duplicate.
+    does not fail as a duplicate. Only an administrator of the handle learns
+    whether its values match.
 
     Raises:
         HandleAlreadyExists: the handle exists (with other values, if idempotent).
@@ -147,12 +150,14 @@ def create(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleValue
     """
     authority = authority_for(handle, ctx.homed)
     existing = txn.get(handle.key)
-    if existing is not None:
-        if idempotent and _same_values(decode_values(existing), _with_auto_admin(ctx, values)):
-            _authorize_change(txn, ctx, handle, authority, decode_values(existing), P(0))
+    if existing is None:
+        return _create_new(txn, ctx, handle, authority, values)
+    if idempotent:
+        old = existing.values()
+        _authorize_change(txn, ctx, handle, authority, old, P(0))
+        if _same_values(old, _with_auto_admin(ctx, values)):
             return WriteResult(existing.handle, "unchanged")
-        raise HandleAlreadyExists(f"{handle} already exists", handle=handle.to_text())
-    return _create_new(txn, ctx, handle, authority, values)
+    raise HandleAlreadyExists(f"{handle} already exists", handle=handle.to_text())
 
 
 def put(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleValue]) -> WriteResult:
@@ -164,9 +169,10 @@ def put(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleValue]) 
     existing = txn.get(handle.key)
     if existing is None:
         return _create_new(txn, ctx, handle, authority, values)
-    old = decode_values(existing)
+    old = existing.values()
+    _authorize_change(txn, ctx, handle, authority, old, P(0))
     _authorize_change(txn, ctx, handle, authority, old, _change_permissions(old, values, handle))
-    txn.put(handle.key, encode_record(existing.handle, values, _timestamps(values, txn.now, old)), Op.UPDATE, ctx.actor)
+    txn.put(handle.key, _record(existing.handle, values, _timestamps(values, txn.now, old)), Op.UPDATE, ctx.actor)
     return WriteResult(existing.handle, "replaced")
 
 
@@ -180,7 +186,8 @@ def add_values(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleV
     """
     authority = authority_for(handle, ctx.homed)
     existing = _existing(txn, handle)
-    old = decode_values(existing)
+    old = existing.values()
+    _authorize_change(txn, ctx, handle, authority, old, P(0))  # before saying anything about the record
     taken = {v.index for v in old}
     replaced = False
     for value in values:
@@ -192,7 +199,7 @@ def add_values(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleV
     merged = sorted([v for v in old if v.index not in new_indexes] + list(values), key=lambda v: v.index)
     check_record(merged)
     _authorize_change(txn, ctx, handle, authority, old, _change_permissions(old, merged, handle))
-    txn.put(handle.key, encode_record(existing.handle, merged, _timestamps(merged, txn.now, old)), Op.UPDATE, ctx.actor)
+    txn.put(handle.key, _record(existing.handle, merged, _timestamps(merged, txn.now, old)), Op.UPDATE, ctx.actor)
     return WriteResult(existing.handle, "replaced" if replaced else "updated")
 
 
@@ -205,7 +212,8 @@ def remove_values(txn: Txn, ctx: WriteContext, handle: Handle, indexes: list[int
     """
     authority = authority_for(handle, ctx.homed)
     existing = _existing(txn, handle)
-    old = decode_values(existing)
+    old = existing.values()
+    _authorize_change(txn, ctx, handle, authority, old, P(0))  # before saying anything about the record
     present = {v.index for v in old}
     missing = sorted(set(indexes) - present)
     if missing:
@@ -215,7 +223,7 @@ def remove_values(txn: Txn, ctx: WriteContext, handle: Handle, indexes: list[int
     drop = set(indexes)
     kept = [v for v in old if v.index not in drop]
     _authorize_change(txn, ctx, handle, authority, old, _change_permissions(old, kept, handle))
-    txn.put(handle.key, encode_record(existing.handle, kept), Op.UPDATE, ctx.actor)
+    txn.put(handle.key, _record(existing.handle, kept, [v.timestamp for v in kept]), Op.UPDATE, ctx.actor)
     return WriteResult(existing.handle, "updated")
 
 
@@ -283,11 +291,40 @@ def _authorize(txn: Txn, ctx: WriteContext, sources: list[AdminSource], what: st
 def _create_new(txn: Txn, ctx: WriteContext, handle: Handle, authority: Authority, values: list[HandleValue]) -> WriteResult:
     admins = () if authority.record_key is None else authz.record_admins(txn.get(authority.record_key))
     _authorize(txn, ctx, [AdminSource(admins, authority.create)], "create it", handle)
+    if handle.is_prefix_handle:
+        _refuse_below_delegation(txn, handle, authority)
     record_values = _with_auto_admin(ctx, values)
     check_record(record_values)
     text = handle.to_text()
-    txn.put(handle.key, encode_record(text, record_values, [txn.now] * len(record_values)), Op.CREATE, ctx.actor)
+    txn.put(handle.key, _record(text, record_values, [txn.now] * len(record_values)), Op.CREATE, ctx.actor)
     return WriteResult(text, "created")
+
+
+def _refuse_below_delegation(txn: Txn, handle: Handle, authority: Authority) -> None:
+    """Refuse ``0.NA/<prefix>`` when a shorter prefix between it and ours is
+    delegated from here: that part of the tree belongs to the child node, and
+    a record here would shadow the child's delegation."""
+    for ancestor in prefix_ancestors(handle.suffix)[1:]:
+        key = prefix_record_key(ancestor)
+        if key == authority.record_key:
+            return
+        if txn.get(key) is not None:
+            raise ServerNotResponsible(
+                f"{handle.suffix} lies under {ancestor}, which is delegated to another node", handle=handle.to_text()
+            )
+
+
+def _record(handle_text: str, values: list[HandleValue], timestamps: list[int]) -> StoredRecord:
+    """The stored form of a record, refused when it outgrows MAX_RECORD_BYTES
+    (values are added a request at a time, so no request limit bounds it)."""
+    record = encode_record(handle_text, values, timestamps)
+    if len(record.blob) > limits.MAX_RECORD_BYTES:
+        raise InvalidValue(
+            f"{handle_text} would take {len(record.blob)} bytes; the limit is {limits.MAX_RECORD_BYTES} per record",
+            handle=handle_text,
+            limit="MAX_RECORD_BYTES",
+        )
+    return record
 
 
 def _authorize_change(
@@ -302,7 +339,9 @@ def _authorize_change(
 
 
 def _change_permissions(old: list[HandleValue], new: list[HandleValue], handle: Handle) -> AdminPermission:
-    """The HS_ADMIN permissions a change from ``old`` to ``new`` needs.
+    """The HS_ADMIN permissions a change from ``old`` to ``new`` needs
+    (value permissions for ordinary values, admin permissions for the values
+    access control rests on).
 
     Raises:
         InsufficientPermissions: the change touches a read-only value
@@ -313,13 +352,13 @@ def _change_permissions(old: list[HandleValue], new: list[HandleValue], handle: 
     for value in new:
         previous = before.pop(value.index, None)
         if previous is None:
-            needed |= P.ADD_ADMIN if _is_admin(value) else P.ADD_VALUE
+            needed |= P.ADD_ADMIN if _guards_access(value) else P.ADD_VALUE
         elif not previous.same_content(value):
             _check_writable(previous, handle)
-            needed |= P.MODIFY_ADMIN if _is_admin(value) or _is_admin(previous) else P.MODIFY_VALUE
+            needed |= P.MODIFY_ADMIN if _guards_access(value) or _guards_access(previous) else P.MODIFY_VALUE
     for previous in before.values():
         _check_writable(previous, handle)
-        needed |= P.REMOVE_ADMIN if _is_admin(previous) else P.REMOVE_VALUE
+        needed |= P.REMOVE_ADMIN if _guards_access(previous) else P.REMOVE_VALUE
     return needed
 
 
@@ -331,6 +370,14 @@ def _check_writable(value: HandleValue, handle: Handle) -> None:
 def _is_admin(value: HandleValue) -> bool:
     # a value's data class follows its type, so this is "type is HS_ADMIN"
     return isinstance(value.data, AdminRef)
+
+
+def _guards_access(value: HandleValue) -> bool:
+    """True for the values access control rests on: HS_ADMIN grants, and
+    the keys and groups they name (HS_SECKEY, HS_PUBKEY, HS_VLIST).
+    Changing them needs the *_ADMIN permissions, not just value rights,
+    or whoever may edit a value could replace the root admin's key."""
+    return isinstance(value.data, (AdminRef, PublicKey, tuple)) or is_secret_key_type(value.type)
 
 
 def _with_auto_admin(ctx: WriteContext, values: list[HandleValue]) -> list[HandleValue]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+import orjson
+
 from idcore.errors import (
+    AuthenticationFailed,
     AuthenticationNeeded,
     HandleAlreadyExists,
     HandleNotFound,
     InsufficientPermissions,
     InvalidAdmin,
+    InvalidValue,
     ServerNotResponsible,
     ValueAlreadyExists,
     ValuesNotFound,
@@ -17,7 +21,7 @@ from idcore.errors import (
 from idcore.handle import Handle
 from idcore.rest_json import values_from_json
 from idcore.values import HandleValue, ValueReference
-from registry.records import decode_values
+from registry.batch import parse_line
 from tests.conftest import home
 
 ADMIN = ValueReference("0.NA/88.118.2", 300)
@@ -34,7 +38,7 @@ def h(text):
 
 async def record(registry, text):
     stored = await registry.store.get(h(text).key)
-    return None if stored is None else {v.index: v for v in decode_values(stored)}
+    return None if stored is None else {v.index: v for v in stored.values()}
 
 
 async def journal_length(registry):
@@ -200,3 +204,69 @@ async def test_handle_values_are_immutable():
     with pytest.raises(AttributeError):
         value.index = 2  # type: ignore[misc]
     assert value.replace(index=2).index == 2
+
+
+async def test_cyclic_and_wide_groups_cost_bounded_work(registry, admin_secret_hash):
+    await home(registry, admin_secret_hash, "88.999")
+    # a group that lists itself many times, and is its own admin
+    members = [{"handle": "88.118.2/g", "index": 1}] * 1000
+    group = values_from_json([
+        {"index": 1, "type": "HS_VLIST", "data": {"format": "vlist", "value": members}},
+        {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": {"handle": "88.118.2/g", "index": 1, "permissions": "011111110011"}}},
+    ])
+    await registry.put(h("88.118.2/g"), group, ADMIN)
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(InvalidAdmin):
+        await registry.add_values(h("88.118.2/g"), vals((5, "NOTE", "x")), STRANGER)
+    assert time.perf_counter() - started < 5  # generous: the bound is visits, not seconds
+    too_many = [{"handle": "0.NA/88.999", "index": 300}] * 1001
+    with pytest.raises(InvalidValue, match="the limit is 1000"):
+        values_from_json([{"index": 1, "type": "HS_VLIST", "data": {"format": "vlist", "value": too_many}}])
+
+
+async def test_a_client_cannot_plant_a_hash_of_its_own(registry):
+    from registry.secret_hash import hash_secret
+
+    planted = hash_secret(b"attacker-knows-this").decode()
+    await registry.put(h("88.118.2/bot"), vals((300, "HS_SECKEY", planted)), ADMIN)
+    stored = (await record(registry, "88.118.2/bot"))[300].data
+    assert stored != planted.encode()  # the text was hashed as a secret
+    with pytest.raises(AuthenticationFailed):
+        await registry.authenticator.authenticate("300:88.118.2/bot", b"attacker-knows-this")
+
+
+async def test_only_admins_learn_whether_values_match(registry, admin_secret_hash):
+    await home(registry, admin_secret_hash, "88.999")
+    await registry.put(h("88.118.2/P-1"), vals((1, "URL", "u")), ADMIN)
+    for guess in ("u", "not u"):
+        items = [parse_line(1, orjson.dumps({"handle": "88.118.2/P-1", "values": [{"index": 1, "type": "URL", "data": guess}]}))]
+        result = (await registry.apply_batch(items, STRANGER))[0]
+        assert result["responseCode"] == 400  # the same answer, match or not
+    with pytest.raises(InvalidAdmin):
+        await registry.remove_values(h("88.118.2/P-1"), [77], STRANGER)  # not "no value at index 77"
+
+
+async def test_changing_keys_and_groups_needs_admin_permissions(registry, admin_secret_hash):
+    await home(registry, admin_secret_hash, "88.999")
+    editor = {"index": 101, "type": "HS_ADMIN", "data": {"format": "admin", "value": {"handle": "0.NA/88.999", "index": 300, "permissions": "000001110000"}}}
+    await registry.put(h("88.118.2/bot"), values_from_json([{"index": 1, "type": "URL", "data": "u"}, editor]), ADMIN)
+    await registry.add_values(h("88.118.2/bot"), vals((2, "NOTE", "value rights suffice")), STRANGER)
+    with pytest.raises(InsufficientPermissions):
+        await registry.add_values(h("88.118.2/bot"), vals((300, "HS_SECKEY", "mine now")), STRANGER)
+
+
+async def test_records_are_bounded_in_size(registry):
+    big = "x" * 60_000
+    await registry.put(h("88.118.2/big"), vals(*((i, "BLOB", big) for i in range(1, 15))), ADMIN)
+    with pytest.raises(InvalidValue, match="MAX_RECORD_BYTES|per record"):
+        await registry.add_values(h("88.118.2/big"), vals(*((i, "BLOB", big) for i in range(15, 30))), ADMIN)
+
+
+async def test_no_prefix_record_below_a_delegated_prefix(registry):
+    site = {"index": 1, "type": "HS_SITE", "data": {"format": "site", "value": {"servers": [
+        {"serverId": 1, "address": "127.0.0.1", "interfaces": [{"protocol": "HTTP", "port": 9001}]}]}}}
+    await registry.put(h("0.NA/88.118.2.5"), values_from_json([site]), ADMIN)
+    with pytest.raises(ServerNotResponsible, match="delegated to another node"):
+        await registry.put(h("0.NA/88.118.2.5.1"), values_from_json([site]), ADMIN)
