@@ -15,7 +15,6 @@ with a message saying so.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from collections import OrderedDict
@@ -24,12 +23,15 @@ from idcore import limits
 from idcore.errors import AuthenticationFailed, IdnodeError
 from idcore.handle import Handle
 from idcore.values import ValueReference, ValueType, type_is
-from registry.records import decode_values
-from registry.secret_hash import verify_secret
+from registry.secret_hash import run_hashing, verify_secret
 from registry.store import Store
 
 #: Verified (identity, secret) pairs remembered; oldest forgotten first.
 MAX_REMEMBERED_LOGINS = 10_000
+
+#: HS_SECKEY values tried for one login naming no index (each try is a
+#: slow hash, so a handle with many keys must not multiply the cost).
+MAX_KEYS_TRIED = 4
 
 
 class Authenticator:
@@ -58,8 +60,8 @@ class Authenticator:
         record = await self._store.get(handle.key)
         if record is None:
             raise AuthenticationFailed(f"identity handle {handle} is not on this node")
-        values = [v for v in decode_values(record) if wanted.index in (0, v.index)]
-        keys = [v for v in values if type_is(v.type, ValueType.HS_SECKEY)]
+        values = [v for v in record.values() if wanted.index in (0, v.index)]
+        keys = [v for v in values if type_is(v.type, ValueType.HS_SECKEY)][:MAX_KEYS_TRIED]
         if not keys:
             if any(type_is(v.type, ValueType.HS_PUBKEY) for v in values):
                 raise AuthenticationFailed(
@@ -75,7 +77,7 @@ class Authenticator:
             if self._remembered.get(memo) == stored:
                 self._remembered.move_to_end(memo)
                 return ValueReference(handle.to_text(), key.index)
-            if await asyncio.to_thread(verify_secret, secret, stored):
+            if await run_hashing(verify_secret, secret, stored):
                 self._remember(memo, stored)
                 return ValueReference(handle.to_text(), key.index)
         raise AuthenticationFailed(f"wrong secret for {identity_text}")

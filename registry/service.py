@@ -9,12 +9,12 @@ to the store as one transaction.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable, NamedTuple, TypeVar
 
 import orjson
 
-from idcore.errors import HandleNotFound, IdnodeError, ServerNotResponsible
+from idcore import limits
+from idcore.errors import HandleNotFound, IdnodeError, InvalidValue, ServerNotResponsible
 from idcore.handle import Handle, check_prefix, prefix_ancestors, prefix_handle, prefix_record_key
 from idcore.rest_json import dumps
 from idcore.values import (
@@ -29,8 +29,8 @@ from registry import authz, batch, writes
 from registry.auth import Authenticator
 from registry.authz import AdminSource
 from registry.batch import BatchLineError, BatchOp
-from registry.records import StoredRecord, decode_values
-from registry.secret_hash import hash_secret, is_hashed, verify_secret
+from registry.records import StoredRecord
+from registry.secret_hash import hash_secret, is_hashed, run_hashing, verify_secret
 from registry.store import Store, Txn
 from registry.writes import WriteContext, WriteResult
 
@@ -160,31 +160,46 @@ class Registry:
 
     # --- writes --------------------------------------------------------------
 
-    async def prepare_values(self, handle: Handle | None, values: list[HandleValue]) -> list[HandleValue]:
+    async def prepare_values(
+        self, handle: Handle | None, values: list[HandleValue], *, accept_hashed: bool = False
+    ) -> list[HandleValue]:
         """Make values safe to store: every HS_SECKEY becomes a salted hash,
         readable by administrators only.
 
         A secret equal to the one already stored at the same index of
-        ``handle`` keeps the stored hash, so writing the same record again
-        changes nothing (``handle`` is None for a handle yet to be named).
+        ``handle``, or that stored hash itself sent back, keeps the stored
+        hash, so writing the same record again changes nothing (``handle``
+        is None for a handle yet to be named). Any other text, even one that
+        looks like a hash, is hashed as a secret: a client cannot plant a
+        hash of its own making. Only node set-up (``accept_hashed``) may
+        hand over a hash made by :func:`~registry.secret_hash.hash_secret`.
+
+        Raises:
+            InvalidValue: a secret longer than MAX_SECRET_BYTES (it could
+                never be presented).
         """
         if not any(is_secret_key_type(v.type) for v in values):
             return values
         existing = None if handle is None else await self.store.get(handle.key)
-        stored = {v.index: v.data for v in decode_values(existing)} if existing is not None else {}
+        stored = {v.index: v.data for v in existing.values()} if existing is not None else {}
         out = []
         for value in values:
             if is_secret_key_type(value.type):
                 data = value.data
                 assert isinstance(data, bytes)
-                if not is_hashed(data):
-                    previous = stored.get(value.index)
-                    if isinstance(previous, bytes) and await asyncio.to_thread(verify_secret, data, previous):
-                        data = previous
-                    else:
-                        data = await asyncio.to_thread(hash_secret, data)
-                permissions = value.permissions[:2] + "00"
-                value = value.replace(data=data, permissions=permissions)
+                if len(data) > limits.MAX_SECRET_BYTES:
+                    raise InvalidValue(
+                        f"value {value.index}: the secret is longer than {limits.MAX_SECRET_BYTES} bytes",
+                        handle=handle.to_text() if handle else None,
+                    )
+                previous = stored.get(value.index)
+                if is_hashed(data) and (accept_hashed or data == previous):
+                    pass  # the stored hash sent back unchanged, or node set-up handing one over
+                elif isinstance(previous, bytes) and await run_hashing(verify_secret, data, previous):
+                    data = previous  # the same secret again: keep its hash, change nothing
+                else:
+                    data = await run_hashing(hash_secret, data)
+                value = value.replace(data=data, permissions=value.permissions[:2] + "00")
             out.append(value)
         return out
 
@@ -246,7 +261,7 @@ class Registry:
         """
         check_prefix(prefix)
         record_handle = prefix_handle(prefix)
-        values = await self.prepare_values(record_handle, values)
+        values = await self.prepare_values(record_handle, values, accept_hashed=True)
         homed = self._homed | {prefix.upper()}
         ctx = WriteContext.of(None, homed, auto_admin=False, system=True)
 
