@@ -3,7 +3,10 @@
 Writes run on one writer thread that owns the write connection. Jobs that
 arrive while a commit is in progress are committed together in the next
 transaction (group commit), so single writes share one fsync instead of
-queueing behind each other; each job still succeeds or fails on its own.
+queueing behind each other. A job that raises drops only its own writes; a
+commit the database refuses fails every job of its group, and a writer
+whose connection breaks fails every waiting job and refuses new ones, so a
+failing disk gives errors, never a hang.
 ``synchronous=FULL`` makes every commit durable before its result is
 returned, which is the moment a client may be told "done".
 
@@ -106,6 +109,8 @@ class SqliteStore(Store):
         self._scanner: sqlite3.Connection | None = None
         self._scan_pool: ThreadPoolExecutor | None = None
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._submit = threading.Lock()
+        self._refusal: StorageError | None = StorageError("store is not open")
         self._writer: threading.Thread | None = None
         self._writer_ready = threading.Event()
         self._writer_error: BaseException | None = None
@@ -201,11 +206,14 @@ class SqliteStore(Store):
     # --- writes --------------------------------------------------------------
 
     async def transact(self, fn: Callable[[Txn], T]) -> T:
-        if self._writer is None:
-            raise StorageError("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, future, loop))
+        with self._submit:
+            # Checked under the lock the writer takes when it stops, so no job
+            # can slip into the queue after its last drain and wait forever.
+            if self._refusal is not None:
+                raise self._refusal
+            self._jobs.put((fn, future, loop))
         return await future
 
     def _write_loop(self) -> None:
@@ -221,29 +229,52 @@ class SqliteStore(Store):
             self._writer_error = exc
             self._writer_ready.set()
             return
+        with self._submit:
+            self._refusal = None
         self._writer_ready.set()
-        stopping = False
-        while not stopping:
-            group = [self._jobs.get()]
-            if group[0] is _STOP:
-                break
-            while len(group) < MAX_GROUP_COMMIT_JOBS:
+        refusal = StorageError(f"the store {self.path} is closed")
+        try:
+            while (group := self._next_group()) is not None:
                 try:
-                    job = self._jobs.get_nowait()
+                    self._commit_group(conn, group)
+                except BaseException as exc:  # the connection is in an unknown state: stop writing
+                    log.critical("writer of %s failed; the store takes no more writes: %s", self.path, exc)
+                    refusal = StorageError(f"the store {self.path} failed and takes no more writes: {exc}")
+                    _settle_all(group, refusal)
+                    break
+        finally:
+            with self._submit:
+                self._refusal = refusal
+            leftovers = []
+            while True:
+                try:
+                    leftovers.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-                if job is _STOP:
-                    stopping = True
-                    break
-                group.append(job)
-            self._commit_group(conn, group)
-        conn.close()
+            _settle_all([job for job in leftovers if job is not _STOP], refusal)
+            conn.close()
+
+    def _next_group(self) -> list[Any] | None:
+        """The next jobs to commit together, or None when told to stop."""
+        first = self._jobs.get()
+        if first is _STOP:
+            return None
+        group = [first]
+        while len(group) < MAX_GROUP_COMMIT_JOBS:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                self._jobs.put(_STOP)  # stop after this group
+                break
+            group.append(job)
+        return group
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         committed: list[Txn] = []
         load = _loader(conn)
-        self.cache.begin_commit()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, _, _ in group:
@@ -256,22 +287,39 @@ class SqliteStore(Store):
                 _flush(conn, txn)
                 committed.append(txn)
                 outcomes.append((True, result))
-            conn.execute("COMMIT")
+            # Readers may cache what they read only while no commit is under
+            # way; the window is from here until the cache has the new records.
+            self.cache.begin_commit()
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                committed = []
+                raise
+            finally:
+                self.cache.end_commit(change for txn in committed for change in txn.writes.items())
         except Exception as exc:  # a failed flush or commit loses the whole group, never part of it
-            committed = []
             log.error("commit of %d write job(s) to %s failed: %s", len(group), self.path, exc)
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")  # if this fails too, the writer stops (see _write_loop)
             failure = StorageError(f"the database refused the write: {exc}")
             failure.__cause__ = exc
             outcomes = [(False, failure)] * len(group)
-        finally:
-            self.cache.end_commit(change for txn in committed for change in txn.writes.items())
-        for (_, future, loop), (ok, value) in zip(group, outcomes):
-            try:
-                loop.call_soon_threadsafe(_settle, future, ok, value)
-            except RuntimeError:  # the caller's loop is closed; nobody waits
-                pass
+        for job, (ok, value) in zip(group, outcomes, strict=True):
+            _settle_job(job, ok, value)
+
+
+def _settle_job(job: Any, ok: bool, value: Any) -> None:
+    """Hand a job's outcome to the event loop that waits for it."""
+    _, future, loop = job
+    try:
+        loop.call_soon_threadsafe(_settle, future, ok, value)
+    except RuntimeError:  # the caller's loop is closed; nobody waits
+        pass
+
+
+def _settle_all(jobs: list[Any], error: Exception) -> None:
+    for job in jobs:
+        _settle_job(job, False, error)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

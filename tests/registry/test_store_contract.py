@@ -170,3 +170,29 @@ def test_read_cache_is_bounded_by_bytes():
         cache.offer(f"k{i}", rec(f"h{i}", b"x" * 100), cache.generation)
     assert cache.size_bytes <= 20_000
     assert 0 < len(cache) < 50
+
+
+async def test_sqlite_writer_failure_fails_waiting_and_later_writes(tmp_path, monkeypatch):
+    store = SqliteStore(tmp_path / "f.sqlite3")
+    await store.open()
+    try:
+        def broken(self, conn, group):
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(SqliteStore, "_commit_group", broken)
+        with pytest.raises(StorageError, match="disk on fire"):
+            await store.transact(lambda txn: txn.put("88.1/A", rec("88.1/A"), Op.CREATE, None))
+        with pytest.raises(StorageError, match="takes no more writes"):
+            await store.transact(lambda txn: None)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_refuses_writes_after_close(tmp_path):
+    store = SqliteStore(tmp_path / "c.sqlite3")
+    with pytest.raises(StorageError, match="not open"):
+        await store.transact(lambda txn: None)
+    await store.open()
+    await store.close()
+    with pytest.raises(StorageError, match="closed"):
+        await store.transact(lambda txn: None)
