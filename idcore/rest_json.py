@@ -13,8 +13,8 @@ including ``hex``.
 from __future__ import annotations
 
 import base64
-import binascii
 import calendar
+import datetime
 import re
 import time
 from typing import Any, Iterable
@@ -57,7 +57,12 @@ def parse_timestamp(text: Any) -> int:
     match = _TIMESTAMP_RE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidValue(f"timestamp {text!r} is not of the form YYYY-MM-DDTHH:MM:SSZ")
-    return calendar.timegm(tuple(int(g) for g in match.groups()) + (0, 0, 0))
+    fields = tuple(int(g) for g in match.groups())
+    try:
+        datetime.datetime(*fields)  # refuses month 13, day 32, hour 25 ...
+    except ValueError as exc:
+        raise InvalidValue(f"timestamp {text!r} is not a real time: {exc}") from None
+    return calendar.timegm(fields + (0, 0, 0))
 
 
 def bytes_as_text(data: bytes) -> str | None:
@@ -266,7 +271,7 @@ def _generic_data(index: int, value_type: str, fmt: str, raw: Any) -> bytes:
     if fmt == "base64":
         try:
             return base64.b64decode(raw, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or non-ASCII text
             raise InvalidValue(f"value {index}: data is not valid base64", index=index) from None
     try:
         return bytes.fromhex(raw)

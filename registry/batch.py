@@ -75,9 +75,14 @@ def parse_line(line: int, raw: bytes) -> BatchOp | BatchLineError:
         values: list[HandleValue] = []
         indexes: list[int] = []
         if op == "delete":
-            indexes = obj.get("index") or []
-            if not isinstance(indexes, list) or not all(type(i) is int for i in indexes):
-                raise MalformedRequest("'index' must be a list of integers")
+            if "index" in obj:  # only these values; present but empty must not mean "everything"
+                indexes = obj["index"]
+                if (
+                    not isinstance(indexes, list)
+                    or not indexes
+                    or not all(type(i) is int and 0 < i <= limits.MAX_VALUE_INDEX for i in indexes)
+                ):
+                    raise MalformedRequest("'index' must be a non-empty list of value indexes")
         else:
             if "values" not in obj:
                 raise MalformedRequest(f"'{op}' needs 'values'")
@@ -85,6 +90,9 @@ def parse_line(line: int, raw: bytes) -> BatchOp | BatchLineError:
         return BatchOp(line, op, handle, values, indexes)
     except IdnodeError as exc:
         return BatchLineError(line, exc, handle_text if isinstance(handle_text, str) else None)
+    except Exception as exc:  # a parser we rely on refused in its own way; the line is still only malformed
+        error = MalformedRequest(f"line cannot be read: {exc}")
+        return BatchLineError(line, error, handle_text if isinstance(handle_text, str) else None)
 
 
 def apply(txn: Txn, ctx: WriteContext, items: list[BatchOp | BatchLineError]) -> list[dict[str, Any]]:

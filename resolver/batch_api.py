@@ -5,9 +5,11 @@ parsed on the event loop while the previous group commits on the store's
 writer thread. A group's result lines are written only after its commit
 is durable, so every result a client has received stands even if the node
 is killed the next instant. At most one group commits and one fills at a
-time, each at most :data:`~idcore.limits.BATCH_COMMIT_OPS` lines, so memory
-stays flat however long the stream is; when the client reads results
-slowly, writing them waits, and so does reading more input.
+time, each at most :data:`~idcore.limits.BATCH_COMMIT_OPS` lines and
+:data:`~idcore.limits.BATCH_COMMIT_BYTES` bytes, so memory stays flat however
+long the stream is; when the client reads results slowly, writing them
+waits, and so does reading more input. If the node cannot go on, the last
+line is ``{"responseCode": 2, "message": ...}`` without a line number.
 
 Line format and result lines: see :mod:`registry.batch`.
 """
@@ -15,8 +17,10 @@ Line format and result lines: see :mod:`registry.batch`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import AsyncIterator
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -26,8 +30,10 @@ from idcore.values import ValueReference
 from registry.batch import BatchLineError, BatchOp, parse_line
 from registry.service import Registry
 from resolver.credentials import request_identity
-from resolver.http_common import api_endpoint, require_content_type
+from resolver.http_common import api_endpoint, require_content_type, start_stream
 from resolver.node_api import REGISTRY
+
+log = logging.getLogger(__name__)
 
 #: Media types accepted for a batch body.
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -45,17 +51,37 @@ async def post_batch(request: web.Request) -> web.StreamResponse:
     identity = await request_identity(request, registry, required=True)
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     response.enable_chunked_encoding()
-    await response.prepare(request)
+    await start_stream(request, response)
     committer = _Committer(registry, identity, response)
-    group: list[Item] = []
-    async for number, raw in _lines(request.content):
-        group.append(raw if isinstance(raw, BatchLineError) else parse_line(number, raw))
-        if len(group) >= limits.BATCH_COMMIT_OPS or committer.idle:
+    try:
+        group: list[Item] = []
+        group_bytes = 0
+        async for number, raw in _lines(request.content):
+            if isinstance(raw, BatchLineError):
+                group.append(raw)
+            else:
+                group.append(parse_line(number, raw))
+                group_bytes += len(raw)
+            full = len(group) >= limits.BATCH_COMMIT_OPS or group_bytes >= limits.BATCH_COMMIT_BYTES
+            if full or committer.idle:
+                await committer.submit(group)
+                group, group_bytes = [], 0
+        if group:
             await committer.submit(group)
-            group = []
-    if group:
-        await committer.submit(group)
-    await committer.finish()
+        await committer.finish()
+    except (ConnectionError, aiohttp.ClientPayloadError):
+        # The client is gone: a group already handed to the store still
+        # commits (its task runs on), but nobody is left to tell.
+        log.warning("batch from %s broke off after %d result lines", request.remote, committer.sent)
+        raise
+    except Exception as exc:
+        # Results already earned are sent first; then a last line without a
+        # line number says the batch stopped, and why, so no client mistakes
+        # a cut stream for a finished one.
+        log.exception("batch from %s stopped after %d result lines", request.remote, committer.sent)
+        await committer.finish()
+        stop = {"responseCode": 2, "message": f"batch stopped after {committer.sent} results: {exc}"}
+        await response.write(orjson.dumps(stop) + b"\n")
     await response.write_eof()
     return response
 
@@ -69,6 +95,8 @@ class _Committer:
         self._identity = identity
         self._response = response
         self._pending: tuple[asyncio.Task[list[dict]], list[Item]] | None = None
+        #: Result lines written so far.
+        self.sent = 0
 
     @property
     def idle(self) -> bool:
@@ -89,6 +117,7 @@ class _Committer:
         except IdnodeError as exc:
             results = [_line_error(item.line, exc) for item in group]
         await self._response.write(b"".join(orjson.dumps(r) + b"\n" for r in results))
+        self.sent += len(results)
 
 
 def _line_error(line: int, error: IdnodeError) -> dict:

@@ -12,7 +12,6 @@ mean nothing else, so there the handle runs to the next colon.
 from __future__ import annotations
 
 import base64
-import binascii
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -33,7 +32,7 @@ def basic_credentials(header: str) -> tuple[str, bytes]:
         raise AuthenticationFailed(f"authorization scheme {scheme!r} is not supported; use Basic")
     try:
         decoded = base64.b64decode(token.strip(), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise AuthenticationFailed("Basic credentials are not valid base64") from None
     user, colon, secret = decoded.partition(b":")
     if user.isdigit():

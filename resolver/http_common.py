@@ -51,11 +51,26 @@ def error_reply(error: IdnodeError, *, pretty: bool = False) -> web.Response:
     return json_reply(dumps(error.to_json(), pretty=pretty), error.status, headers)
 
 
+#: Request key set once a handler has started a streamed reply (a typed
+#: RequestKey where this aiohttp has them).
+_STREAMING: Any = web.RequestKey("idnode.streaming", bool) if hasattr(web, "RequestKey") else "idnode.streaming"
+
+
+async def start_stream(request: web.Request, response: web.StreamResponse) -> None:
+    """Send ``response``'s status and headers; from here on a failure cannot
+    become an error reply (see :func:`api_endpoint`)."""
+    await response.prepare(request)
+    request[_STREAMING] = True
+
+
 def api_endpoint(handler: Handler) -> Handler:
     """Wrap a handler so that every failure becomes a Handle-shaped reply.
 
     Request errors keep their status; an unexpected exception is logged with
-    its traceback and answered 500 without internals.
+    its traceback and answered 500 without internals. A handler that has
+    started streaming (:func:`start_stream`) has already sent its status, so
+    its failures propagate instead and the connection is cut, which the
+    client sees as a broken stream rather than a body with a reply pasted in.
     """
 
     @functools.wraps(handler)
@@ -63,6 +78,8 @@ def api_endpoint(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except IdnodeError as exc:
+            if request.get(_STREAMING):
+                raise
             if isinstance(exc, NodeError):
                 log.error("%s %s failed: %s", request.method, request.path, exc.message, exc_info=exc.__cause__)
             return error_reply(exc, pretty=flag(request.query, "pretty"))
@@ -71,6 +88,8 @@ def api_endpoint(handler: Handler) -> Handler:
         except web.HTTPException:
             raise
         except Exception:
+            if request.get(_STREAMING):
+                raise
             log.exception("%s %s failed", request.method, request.path)
             return error_reply(NodeError("internal error; the node's log has the details"))
 

@@ -24,7 +24,7 @@ def line(**obj):
         (line(handle="88.118.2 /x", values=[]), 102, "position 9"),
         (line(handle="88.118.2/x"), 4, "needs 'values'"),
         (line(handle="88.118.2/x", values=[{"index": -1, "type": "URL", "data": "u"}]), 202, "index -1"),
-        (line(op="delete", handle="88.118.2/x", index=["a"]), 4, "list of integers"),
+        (line(op="delete", handle="88.118.2/x", index=["a"]), 4, "non-empty list of value indexes"),
     ],
 )
 def test_bad_lines_become_errors(raw, code, fragment):
@@ -70,3 +70,25 @@ async def test_a_batch_without_identity_writes_nothing(registry):
 
 def test_malformed_request_is_the_protocol_error_code():
     assert MalformedRequest("x").response_code == 4
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"index": "--1", "type": "URL", "data": "u"},
+        {"index": "9" * 5000, "type": "URL", "data": "u"},
+        {"index": 1, "type": "URL", "data": "u", "timestamp": "2024-13-01T00:00:00Z"},
+        {"index": 1, "type": "URL", "data": "u", "timestamp": "0000-01-01T00:00:00Z"},
+        {"index": 1, "type": "URL", "data": {"format": "base64", "value": "产品"}},
+    ],
+)
+def test_lines_that_trip_a_parser_are_errors_not_crashes(value):
+    parsed = parse_line(3, line(handle="88.118.2/x", values=[value]))
+    assert isinstance(parsed, BatchLineError)
+    assert parsed.error.response_code in (4, 202)
+
+
+@pytest.mark.parametrize("index", [[], 0, None, "", False, [0], ["2"]])
+def test_a_delete_with_a_bad_index_list_deletes_nothing(index):
+    parsed = parse_line(1, line(op="delete", handle="88.118.2/x", index=index))
+    assert isinstance(parsed, BatchLineError) and "non-empty list" in parsed.error.message
