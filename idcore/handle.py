@@ -23,8 +23,9 @@ from idcore.errors import InvalidHandle
 PREFIX_HANDLE_PREFIX = "0.NA"
 _PREFIX_HANDLE_KEY = PREFIX_HANDLE_PREFIX.upper()
 
-#: Parsed handles (and checked prefixes) remembered for reuse.
-PARSED_HANDLE_CACHE_SIZE = 65_536
+#: Checked prefixes remembered: a node sees few distinct prefixes, each
+#: in millions of handles.
+CHECKED_PREFIX_CACHE_SIZE = 4096
 
 _SEGMENT_CHARS = "ASCII letters, digits, '-' and '_'"
 _PREFIX_RE = re.compile(r"[0-9]+(?:\.[A-Za-z0-9_-]+)*")
@@ -109,22 +110,8 @@ class Handle:
     def __hash__(self) -> int:
         return hash(self.key)
 
-    @property
-    def described_prefix(self) -> str:
-        """For a ``0.NA/<prefix>`` handle, the prefix it describes.
 
-        Raises:
-            ValueError: this is not a prefix handle.
-        """
-        if not self.is_prefix_handle:
-            raise ValueError(f"{self} does not describe a prefix")
-        return self.suffix
-
-
-@functools.lru_cache(maxsize=PARSED_HANDLE_CACHE_SIZE)
 def _from_text(text: str) -> Handle:
-    # Hot identifiers are parsed again and again; handles are immutable, so
-    # a parsed one can be handed out again. Failures are not cached.
     slash = text.find("/")
     if slash < 0:
         raise InvalidHandle(f"{_show(text)} is not a handle: it has no '/' between prefix and suffix", text=text)
@@ -142,7 +129,7 @@ def prefix_record_key(prefix: str) -> str:
     return _PREFIX_HANDLE_KEY + "/" + prefix.upper()
 
 
-@functools.lru_cache(maxsize=PARSED_HANDLE_CACHE_SIZE)
+@functools.lru_cache(maxsize=CHECKED_PREFIX_CACHE_SIZE)
 def check_prefix(prefix: str) -> str:
     """Validate a prefix and return it unchanged.
 
@@ -174,11 +161,6 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def prefix_key(prefix: str) -> str:
-    """Comparison key of a prefix (ASCII upper case)."""
-    return prefix.upper()
-
-
 def prefix_ancestors(prefix: str) -> list[str]:
     """``prefix`` and each shorter prefix above it, longest first.
 
@@ -190,12 +172,6 @@ def prefix_ancestors(prefix: str) -> list[str]:
         prefix = prefix.rsplit(".", 1)[0]
         out.append(prefix)
     return out
-
-
-def is_under(prefix: str, ancestor: str) -> bool:
-    """True when ``prefix`` equals ``ancestor`` or lies below it (case-insensitive)."""
-    p, a = prefix.upper(), ancestor.upper()
-    return p == a or p.startswith(a + ".")
 
 
 def parse(text: str) -> Handle:

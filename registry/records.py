@@ -8,9 +8,9 @@ differs from the defaults (``t`` ttl, ``p`` permissions, ``s`` timestamp,
 its REST JSON, which is what the database, its journal, backups and
 mirrors all carry.
 
-:class:`StoredRecord` turns that into the REST API's JSON on first use and
-keeps the result, so a record served from the store's read cache is encoded
-once, not per request.
+:class:`StoredRecord` turns that into the REST API's JSON on first use (with
+the one REST encoder, :mod:`idcore.rest_json`) and keeps the result, so a
+record served from the store's read cache is encoded once, not per request.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from idcore.rest_json import bytes_as_text, dumps, format_timestamp
+from idcore.rest_json import bytes_as_text, dumps, value_to_json
 from idcore.site import Site
 from idcore.pubkey import PublicKey
 from idcore.values import (
@@ -29,7 +29,6 @@ from idcore.values import (
     AdminRef,
     HandleValue,
     ValueReference,
-    admin_permissions_to_text,
 )
 from idcore import limits
 
@@ -92,10 +91,10 @@ class StoredRecord:
         return answer[1]
 
     def _encode(self) -> None:
-        stamp, packed = orjson.loads(self.blob)
-        items = [_rest_item(p, stamp) for p in packed]
+        values = self.values()
+        items = [value_to_json(v) for v in values]
         everything = dumps(items)
-        public = [item for item, p in zip(items, packed) if _is_public(p)]
+        public = [item for item, v in zip(items, values, strict=True) if v.permissions[2] == "1"]
         self._public_json = everything if len(public) == len(items) else dumps(public)
         self._values_json = everything
 
@@ -110,12 +109,8 @@ def encode_record(handle: str, values: Sequence[HandleValue], timestamps: Sequen
     the values' own."""
     stamps = [v.timestamp for v in values] if timestamps is None else timestamps
     record_stamp = max(stamps, default=0)
-    packed = [_pack(v, s, record_stamp) for v, s in zip(values, stamps)]
+    packed = [_pack(v, s, record_stamp) for v, s in zip(values, stamps, strict=True)]
     return StoredRecord(handle, orjson.dumps([record_stamp, packed]))
-
-
-def decode_values(record: StoredRecord) -> list[HandleValue]:
-    return record.values()
 
 
 def _pack(value: HandleValue, stamp: int, record_stamp: int) -> list[Any]:
@@ -144,37 +139,6 @@ def _pack(value: HandleValue, stamp: int, record_stamp: int) -> list[Any]:
     if extra:
         out.append(extra)
     return out
-
-
-def _is_public(packed: list[Any]) -> bool:
-    return len(packed) < 5 or packed[4].get("p", DEFAULT_PERMISSIONS)[2] == "1"
-
-
-def _rest_item(packed: list[Any], record_stamp: int) -> dict[str, Any]:
-    index, value_type, kind, data = packed[0], packed[1], packed[2], packed[3]
-    extra = packed[4] if len(packed) > 4 else {}
-    if kind == _TEXT:
-        rest_data: dict[str, Any] = {"format": "string", "value": data}
-    elif kind == _BINARY:
-        rest_data = {"format": "base64", "value": data}
-    elif kind == _ADMIN:
-        rest_data = {"format": "admin", "value": {"handle": data[0], "index": data[1], "permissions": admin_permissions_to_text(data[2])}}
-    elif kind == _SITE:
-        rest_data = {"format": "site", "value": data}
-    elif kind == _KEY:
-        rest_data = {"format": "key", "value": data}
-    else:
-        rest_data = {"format": "vlist", "value": [{"handle": h, "index": i} for h, i in data]}
-    item: dict[str, Any] = {"index": index, "type": value_type, "data": rest_data}
-    if "p" in extra:
-        item["permissions"] = extra["p"]
-    item["ttl"] = extra.get("t", limits.DEFAULT_TTL_SECONDS)
-    stamp = extra.get("s", record_stamp)
-    if stamp:
-        item["timestamp"] = format_timestamp(stamp)
-    if "r" in extra:
-        item["references"] = [{"handle": h, "index": i} for h, i in extra["r"]]
-    return item
 
 
 def _unpack(packed: list[Any], record_stamp: int) -> HandleValue:

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from idcore import limits
-from idcore.errors import InvalidHandle, InvalidValue, MalformedRequest, RequestTooLarge
+from idcore.errors import InvalidHandle, InvalidValue, MalformedRequest, RequestTooLarge, ResponseCode, http_status_for
 from idcore.handle import Handle, check_prefix
 from idcore.rest_json import dumps, filter_values_json, loads, values_from_put_body
 from idcore.values import ValueType, type_is
@@ -33,6 +33,7 @@ from resolver.http_common import (
     json_object_reply,
     json_reply,
     require_content_type,
+    start_stream,
     strict_flag,
 )
 
@@ -84,14 +85,14 @@ def record_reply(asked: str, resolution: Resolution, options: ReadOptions) -> we
     asked_json = dumps(asked)
     if resolution.response_code == 303:
         body = b'{"responseCode":303,"values":' + resolution.values_json + b',"handle":' + asked_json + b"}"
-        return _maybe_pretty(body, options.pretty, 300)
+        return _maybe_pretty(body, options.pretty, http_status_for(ResponseCode.PREFIX_REFERRAL))
     values_json = resolution.values_json
     if options.types or options.indexes:
         values_json = filter_values_json(values_json, options.types, options.indexes)
     if values_json == b"[]":
         body = b'{"responseCode":200,"values":[],"handle":' + asked_json + b"}"
-    else:
-        body = b'{"responseCode":1,"handle":' + asked_json + b',"values":' + values_json + b"}"
+        return _maybe_pretty(body, options.pretty, http_status_for(ResponseCode.VALUES_NOT_FOUND, resolution=True))
+    body = b'{"responseCode":1,"handle":' + asked_json + b',"values":' + values_json + b"}"
     return _maybe_pretty(body, options.pretty, 200)
 
 
@@ -105,6 +106,8 @@ def _maybe_pretty(body: bytes, pretty: bool, status: int) -> web.Response:
 async def get_handle(request: web.Request) -> web.StreamResponse:
     registry = request.app[REGISTRY]
     text = request.match_info["handle"]
+    if not text and "prefix" in request.query:
+        return await list_handles(request)  # GET /api/handles/?prefix=P lists, as on Handle servers
     handle = path_handle(text)
     options = ReadOptions.of(request)
     identity = None
@@ -183,12 +186,13 @@ async def list_handles(request: web.Request) -> web.StreamResponse:
     await registry.check_list_permission(prefix, identity)
     total = await registry.store.count_handles(prefix)
     head: dict[str, Any] = {"responseCode": 1, "prefix": asked, "totalCount": str(total)}
-    if "page" in query or "pageSize" in query:
-        page = _non_negative(query, "page", 0)
-        page_size = _non_negative(query, "pageSize", limits.DEFAULT_PAGE_SIZE)
+    if "page" in query and "pageSize" in query:  # as on Handle servers: paged only when both are given
+        page = _non_negative(query, "page")
+        page_size = _non_negative(query, "pageSize")
         if page_size > limits.MAX_PAGE_SIZE:
             raise MalformedRequest(f"pageSize {page_size} is above the limit of {limits.MAX_PAGE_SIZE}")
-        rows = await registry.store.list_handles(prefix, offset=page * page_size, limit=page_size) if page_size else []
+        offset = page * page_size
+        rows = await registry.store.list_handles(prefix, offset=offset, limit=page_size) if offset < total else []
         head.update(page=page, pageSize=page_size, handles=[handle for _, handle in rows])
         return json_object_reply(head, pretty=flag(query, "pretty"))
     return await _stream_all_handles(request, registry, prefix, head)
@@ -200,7 +204,7 @@ async def _stream_all_handles(
     # An unpaged listing returns everything, as Handle servers do; streaming
     # it keeps memory flat for prefixes of millions of handles.
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
-    await response.prepare(request)
+    await start_stream(request, response)
     await response.write(dumps(head)[:-1] + b',"handles":[')
     first = True
     async for batch in registry.store.iter_handles(prefix, batch=limits.DEFAULT_PAGE_SIZE):
@@ -212,12 +216,16 @@ async def _stream_all_handles(
     return response
 
 
-def _non_negative(query: Any, name: str, default: int) -> int:
-    values = int_params(query, name)
-    value = values[0] if values else default
-    if value < 0:
-        raise MalformedRequest(f"parameter {name}={value} must not be negative")
+def _non_negative(query: Any, name: str) -> int:
+    value = int_params(query, name)[0]
+    if not 0 <= value <= _MAX_PAGING_NUMBER:
+        raise MalformedRequest(f"parameter {name}={value} must be in 0..{_MAX_PAGING_NUMBER}")
     return value
+
+
+# Page numbers and sizes are whole numbers of at most this; their product
+# stays a valid SQLite integer.
+_MAX_PAGING_NUMBER = 2**31 - 1
 
 
 @api_endpoint
@@ -226,6 +234,20 @@ async def list_prefixes(request: web.Request) -> web.StreamResponse:
     prefixes = ["0.NA/" + p for p in registry.homed_prefixes]
     body = {"responseCode": 1, "totalCount": str(len(prefixes)), "prefixes": prefixes}
     return json_object_reply(body, pretty=flag(request.query, "pretty"))
+
+
+@api_endpoint
+async def node_index(request: web.Request) -> web.StreamResponse:
+    """``GET /``: what this node is and where its API lives."""
+    registry = request.app[REGISTRY]
+    body = {
+        "responseCode": 1,
+        "node": "idnode",
+        "prefixes": list(registry.homed_prefixes),
+        "api": {"handles": "/api/handles/{handle}", "list": "/api/handles?prefix={prefix}",
+                "prefixes": "/api/prefixes", "batch": "/api/batch", "proxy": "/{handle}"},
+    }
+    return json_object_reply(body, pretty=True)
 
 
 @api_endpoint
@@ -248,13 +270,14 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 def first_url(values_json: bytes) -> str | None:
     """The first URL value of a record: exact type ``URL`` first, then subtypes
-    (``URL.mobile``), in record order, as the Handle proxy chooses."""
+    (``URL.mobile``), in record order, as the Handle proxy chooses. A value
+    with control characters cannot go into a Location header and is passed over."""
     values = orjson.loads(values_json)
     for exact in (True, False):
         for value in values:
             value_type, data = value["type"], value["data"]
             matches = value_type.upper() == ValueType.URL if exact else type_is(value_type, ValueType.URL)
-            if matches and data.get("format") == "string":
+            if matches and data.get("format") == "string" and data["value"].isprintable():
                 return data["value"]
     return None
 

@@ -44,6 +44,7 @@ def add_node_routes(app: web.Application) -> None:
     batch.add_route("POST", batch_api.post_batch)
     batch.add_route("*", method_not_allowed("POST"))
     router.add_route("*", "/api/{tail:.*}", node_api.unknown_api)
+    router.add_get("/", node_api.node_index)
     proxy = router.add_resource("/{handle:.+}")
     proxy.add_route("GET", node_api.proxy)
     proxy.add_route("*", method_not_allowed("GET"))

@@ -150,8 +150,13 @@ async def test_listing_pages_and_streams(client):
     reply = await client.get("/api/handles", params={"prefix": "88.118.2"})
     assert reply.status == 401 and (await reply.json())["responseCode"] == 402
     assert reply.headers["WWW-Authenticate"] == 'Basic realm="handle"'
-    reply = await client.get("/api/handles", params={"prefix": "88.118.2", "pageSize": str(limits.MAX_PAGE_SIZE + 1)}, headers=basic())
+    reply = await client.get("/api/handles", params={"prefix": "88.118.2", "page": "0", "pageSize": str(limits.MAX_PAGE_SIZE + 1)}, headers=basic())
     assert reply.status == 400 and "above the limit" in (await reply.json())["message"]
+
+
+async def test_root_describes_the_node(client):
+    body = await (await client.get("/")).json()
+    assert body["prefixes"] == ["88.118.2"] and body["api"]["handles"] == "/api/handles/{handle}"
 
 
 async def test_prefixes(client):
@@ -263,3 +268,23 @@ async def test_admin_secret_is_never_served_in_clear(client):
 def test_admin_identity_constant():
     assert ADMIN == "300:0.NA/88.118.2"
     assert orjson.dumps(PUT_BODY)
+
+
+async def test_a_url_with_control_characters_is_not_a_redirect(client):
+    body = {"values": [{"index": 1, "type": "URL", "data": "https://e.example/a\r\nSet-Cookie: x=1"}]}
+    await put(client, "88.118.2/CRLF", body)
+    reply = await client.get("/88.118.2/CRLF", allow_redirects=False)
+    assert reply.status == 200 and "Location" not in reply.headers
+
+
+async def test_listing_follows_handle_server_paging_rules(client):
+    for i in range(3):
+        await put(client, f"88.118.2/L-{i}")
+    only_size = await (await client.get("/api/handles", params={"prefix": "88.118.2", "pageSize": "1"}, headers=basic())).json()
+    assert "page" not in only_size and len(only_size["handles"]) == 3  # paging needs both parameters
+    slash = await client.get("/api/handles/", params={"prefix": "88.118.2"}, headers=basic())
+    assert (await slash.json())["totalCount"] == "3"
+    huge = await client.get("/api/handles", params={"prefix": "88.118.2", "page": str(2**62), "pageSize": "10"}, headers=basic())
+    assert huge.status == 400
+    beyond = await (await client.get("/api/handles", params={"prefix": "88.118.2", "page": "9", "pageSize": "10"}, headers=basic())).json()
+    assert beyond["handles"] == []
