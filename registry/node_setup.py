@@ -84,6 +84,8 @@ async def init_node(
     data_dir.mkdir(parents=True, exist_ok=True)
     database = data_dir / DATABASE_NAME
     secret = secret or secrets.token_urlsafe(GENERATED_SECRET_BYTES)
+    identity = f"{ReservedIndex.AUTH}:{prefix_handle(prefix)}"
+    credentials_file = data_dir / ADMIN_CREDENTIALS_NAME
     async with SqliteStore(database) as store:
         registry = Registry(store)
         await registry.open()
@@ -91,14 +93,21 @@ async def init_node(
             raise AlreadyInitialised(
                 f"{data_dir} already homes {', '.join(registry.homed_prefixes)}; use a new folder"
             )
+        # The secret is on disk before the node knows its hash: a crash in
+        # between leaves a file to delete, never a node nobody can administer.
+        _write_private(credentials_file, orjson.dumps({"identity": identity, "secret": secret}) + b"\n")
         await registry.home_prefix(prefix, prefix_record_values(prefix, secret.encode("utf-8"), site))
-    identity = f"{ReservedIndex.AUTH}:{prefix_handle(prefix)}"
-    credentials_file = data_dir / ADMIN_CREDENTIALS_NAME
-    _write_private(credentials_file, orjson.dumps({"identity": identity, "secret": secret}) + b"\n")
     return InitResult(prefix, identity, secret, credentials_file, database)
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write ``data`` readable by the owner only, durably (written, synced,
+    then renamed into place, so the file is whole or absent)."""
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # also when an old file of that name was more open
         f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
