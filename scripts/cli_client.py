@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import orjson
 
 from idcore.errors import IdnodeError
 from idcore.rest_json import dumps, values_from_put_body, values_to_json
+from resolver.rest_client import NodeClient
 from scripts.cli_common import EXIT_USAGE, CliError, client_for, node_errors
 
 
@@ -62,31 +63,31 @@ def _read(path: str) -> bytes:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
 
 
-async def put(args: Any) -> int:
-    values = values_from_args(args)
+async def _call(args: Any, request: Callable[[NodeClient], Awaitable[dict[str, Any]]]) -> int:
+    """Make one request with the command's server and credentials; print the answer."""
     with node_errors():
         async with client_for(args) as client:
-            status, body = await client.put(args.handle, values, overwrite=not args.no_overwrite, mint=args.mint)
-    _print({**body, "created": status == 201})
+            _print(await request(client))
     return 0
+
+
+async def put(args: Any) -> int:
+    values = values_from_args(args)
+
+    async def request(client: NodeClient) -> dict[str, Any]:
+        status, body = await client.put(args.handle, values, overwrite=not args.no_overwrite, mint=args.mint)
+        return {**body, "created": status == 201}
+
+    return await _call(args, request)
 
 
 async def get(args: Any) -> int:
-    with node_errors():
-        async with client_for(args) as client:
-            _print(await client.get(args.handle, types=args.type, indexes=args.index))
-    return 0
+    return await _call(args, lambda client: client.get(args.handle, types=args.type, indexes=args.index))
 
 
 async def delete(args: Any) -> int:
-    with node_errors():
-        async with client_for(args) as client:
-            _print(await client.delete(args.handle, indexes=args.index))
-    return 0
+    return await _call(args, lambda client: client.delete(args.handle, indexes=args.index))
 
 
 async def list_handles(args: Any) -> int:
-    with node_errors():
-        async with client_for(args) as client:
-            _print(await client.list_handles(args.prefix, page=args.page, page_size=args.page_size))
-    return 0
+    return await _call(args, lambda client: client.list_handles(args.prefix, page=args.page, page_size=args.page_size))

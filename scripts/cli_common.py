@@ -42,8 +42,7 @@ def node_errors() -> Iterator[None]:
     try:
         yield
     except NodeReplyError as exc:
-        where = f" ({exc.handle})" if exc.handle else ""
-        raise CliError(f"refused, response code {exc.response_code}: {exc.message}{where}", EXIT_REFUSED) from None
+        raise CliError(f"refused, response code {exc.response_code}: {exc.message}", EXIT_REFUSED) from None
     except NodeUnreachable as exc:
         raise CliError(exc.message, EXIT_UNREACHABLE) from None
     except IdnodeError as exc:
