@@ -9,10 +9,10 @@ Prints, each as the median of ``--runs`` runs:
    records already encoded), through the registry (parse, authorise, encode,
    store), and the raw SQLite ceiling for rows of the same size (bare
    ``executemany`` of the handle and journal rows, no idnode code);
-3. resolutions/s over HTTP keep-alive (``wrk``, random handles of a key set
-   after a warm-up) against the node, and in the same run against a bare
-   aiohttp handler returning a constant JSON body of the same size, with the
-   ratio.
+3. resolutions/s over HTTP keep-alive (``wrk``, random handles of a key set,
+   after one sweep over the set has warmed the node's record cache) against
+   the node, and in the same run against a bare aiohttp handler returning a
+   constant JSON body of the same size, with the ratio.
 
 Not a test: figures depend on the machine. Needs ``wrk`` (Debian package).
 
@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import orjson
@@ -72,6 +73,20 @@ request = function()
   return wrk.format("GET", "/api/handles/%(prefix)s/PRD-" .. string.format("%%08d", math.random(0, %(keys)d - 1)))
 end
 """
+
+# Asks for every handle of the key set in turn: one sweep warms the node's
+# record cache completely.
+WRK_SWEEP = """
+counter = -1
+request = function()
+  counter = (counter + 1) %% %(keys)d
+  return wrk.format("GET", "/api/handles/%(prefix)s/PRD-" .. string.format("%%08d", counter))
+end
+"""
+
+#: Requests per second assumed when sizing the warm-up sweep (a low guess,
+#: so the sweep covers the whole key set).
+SWEEP_RATE_GUESS = 4000
 
 
 def product_line(i: int) -> bytes:
@@ -222,7 +237,7 @@ async def bench_store(work: Path, lines: int, runs: int) -> None:
 
     rows = [(handle, handle, record.blob) for handle, record in records]
     raw_rates = []
-    for run in range(runs):
+    for _ in range(runs):
         path = work / "raw.sqlite3"
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
@@ -248,7 +263,7 @@ async def bench_store(work: Path, lines: int, runs: int) -> None:
     raw_lines = [product_line(i) for i in range(registry_lines)]
     identity = ValueReference("0.NA/88.118.2", 300)
     reg_rates = []
-    for run in range(runs):
+    for _ in range(runs):
         folder = await fresh_node(work / "registry-node")
         async with SqliteStore(folder / "idnode.sqlite3") as store:
             registry = Registry(store)
@@ -266,19 +281,37 @@ async def bench_store(work: Path, lines: int, runs: int) -> None:
 # --- 3. resolution over HTTP -----------------------------------------------------
 
 
-def run_wrk(url: str, script: Path, seconds: int, connections: int) -> float:
+class WrkRun(NamedTuple):
+    """One wrk run: requests per second, and server CPU time per request."""
+
+    rate: float
+    cpu_us: float
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int, server_pid: int | None = None) -> WrkRun:
+    before = process_cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu = (process_cpu_seconds(server_pid) - before) if server_pid else 0.0
+    return WrkRun(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu / requests * 1e6)
 
 
 async def bench_resolution(work: Path, node_dir: Path, keys: int, runs: int, seconds: int, connections: int) -> None:
     script = work / "random.lua"
     script.write_text(WRK_SCRIPT % {"seed": 7, "prefix": PREFIX, "keys": keys})
+    sweep = work / "sweep.lua"
+    sweep.write_text(WRK_SWEEP % {"prefix": PREFIX, "keys": keys})
     with NodeProcess(node_dir) as node:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{node.url}/api/handles/{PREFIX}/PRD-00000001") as reply:
@@ -291,30 +324,35 @@ async def bench_resolution(work: Path, node_dir: Path, keys: int, runs: int, sec
         try:
             time.sleep(1.5)
             bare_url = f"http://127.0.0.1:{bare_port}"
-            run_wrk(node.url, script, seconds, connections)  # warm-up: fills the node's record cache
+            # warm-up: one sweep over the key set fills the node's record cache
+            run_wrk(node.url, sweep, keys // SWEEP_RATE_GUESS + 2, connections)
             run_wrk(bare_url, script, 2, connections)
-            ratios, node_rates, bare_rates = [], [], []
-            for run in range(runs):
-                node_rate = run_wrk(node.url, script, seconds, connections)
-                bare_rate = run_wrk(bare_url, script, seconds, connections)
-                node_rates.append(node_rate)
-                bare_rates.append(bare_rate)
-                ratios.append(node_rate / bare_rate)
-                print(f"   run {run + 1}: node {node_rate:,.0f}/s, bare aiohttp {bare_rate:,.0f}/s, ratio {ratios[-1]:.2f}")
+            pairs = []
+            for run in range(runs):  # node and bare alternate, so both see the same machine
+                node_run = run_wrk(node.url, script, seconds, connections, node.process.pid)
+                bare_run = run_wrk(bare_url, script, seconds, connections, bare.pid)
+                pairs.append((node_run, bare_run))
+                print(f"   run {run + 1}: node {node_run.rate:,.0f}/s ({node_run.cpu_us:.0f} us CPU a request),"
+                      f" bare aiohttp {bare_run.rate:,.0f}/s ({bare_run.cpu_us:.0f} us), ratio {node_run.rate / bare_run.rate:.2f}")
         finally:
             bare.terminate()
             bare.wait()
+    node_rate = median([n.rate for n, _ in pairs])
+    bare_rate = median([b.rate for _, b in pairs])
+    ratio = median([n.rate / b.rate for n, b in pairs])
+    cpu_ratio = median([b.cpu_us / n.cpu_us for n, b in pairs])
     print(f"3. resolution over HTTP keep-alive ({connections} connections, {keys:,} random handles, {len(body)}-byte answers):"
-          f" node median {median(node_rates):,.0f}/s, bare aiohttp median {median(bare_rates):,.0f}/s,"
-          f" ratio median {median(ratios):.2f}")
+          f" node median {node_rate:,.0f}/s, bare aiohttp median {bare_rate:,.0f}/s, ratio median {ratio:.2f}"
+          f" (by server CPU per request: {cpu_ratio:.2f})")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000, help="batch size (default %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
+    parser.add_argument("--resolve-runs", type=int, default=7, help="alternating node/bare resolution runs")
     parser.add_argument("--keys", type=int, default=100_000, help="distinct handles resolved (default %(default)s)")
-    parser.add_argument("--seconds", type=int, default=10, help="seconds per resolution run")
+    parser.add_argument("--seconds", type=int, default=6, help="seconds per resolution run")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections for wrk")
     parser.add_argument("--only", choices=("http", "store", "resolve"), help="run one part (resolve needs http)")
     parser.add_argument("--work", help="work folder (default: a temporary one, removed afterwards)")
@@ -330,7 +368,9 @@ async def main() -> None:
             write_batch(batch_file, args.lines)
             node_dir = await bench_http_batch(work, batch_file, args.lines, args.runs)
             if args.only in (None, "resolve"):
-                await bench_resolution(work, node_dir, min(args.keys, args.lines), args.runs, args.seconds, args.connections)
+                await bench_resolution(
+                    work, node_dir, min(args.keys, args.lines), args.resolve_runs, args.seconds, args.connections
+                )
         if args.only in (None, "store"):
             await bench_store(work, args.lines, args.runs)
     finally:

@@ -3,6 +3,8 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh -k batch
 set -euo pipefail
 . "$(dirname "$0")/venv.sh"
+# curl: the README's examples are tested with curl itself
+command -v curl >/dev/null || idnode_apt_install curl
 idnode_venv test
 cd "$idnode_root"
 exec .venv/bin/python -m pytest "$@"
