@@ -13,9 +13,12 @@ TOML layout::
     port = 8000
     auto_admin = true
     log_level = "info"
+    tls_cert = "/etc/idnode/node.crt"   # both or neither: serve HTTPS
+    tls_key = "/etc/idnode/node.key"
 
 Environment: ``IDNODE_DATA_DIR``, ``IDNODE_HOST``, ``IDNODE_PORT``,
-``IDNODE_AUTO_ADMIN``, ``IDNODE_LOG_LEVEL``.
+``IDNODE_AUTO_ADMIN``, ``IDNODE_LOG_LEVEL``, ``IDNODE_TLS_CERT``,
+``IDNODE_TLS_KEY``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class NodeSettings:
         port: HTTP port (0 picks a free one).
         auto_admin: give handles created without HS_ADMIN one naming their creator.
         log_level: one of LOG_LEVELS.
+        tls_cert, tls_key: PEM certificate chain and private key; with
+            both, the node serves HTTPS, so that secrets sent with HTTP
+            Basic never cross a network in the clear.
     """
 
     data_dir: Path = Path("idnode-data")
@@ -57,6 +63,12 @@ class NodeSettings:
     port: int = 8000
     auto_admin: bool = True
     log_level: str = "info"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("tls_cert and tls_key go together: give both to serve HTTPS, or neither")
 
     @property
     def database(self) -> Path:
@@ -105,7 +117,7 @@ def build_settings(
 
 
 def _convert(key: str, raw: Any, source: str) -> Any:
-    if key == "data_dir":
+    if key in ("data_dir", "tls_cert", "tls_key"):
         return Path(raw)
     if key == "port":
         try:

@@ -8,6 +8,7 @@ a node that cannot be reached becomes :class:`NodeUnreachable`.
 from __future__ import annotations
 
 import base64
+import ssl
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 from urllib.parse import quote
 
@@ -53,8 +54,11 @@ def basic_auth_header(identity: str, secret: str) -> str:
 class NodeClient:
     """Talks to one node's REST API. Use as an async context manager."""
 
-    def __init__(self, base_url: str, *, identity: str | None = None, secret: str | None = None) -> None:
+    def __init__(
+        self, base_url: str, *, identity: str | None = None, secret: str | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._tls = tls
         self._headers = {}
         if identity is not None and secret is not None:
             self._headers["Authorization"] = basic_auth_header(identity, secret)
@@ -62,7 +66,8 @@ class NodeClient:
 
     async def __aenter__(self) -> NodeClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=REQUEST_TIMEOUT_SECONDS, sock_read=REQUEST_TIMEOUT_SECONDS)
-        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
+        connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
+        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers, connector=connector)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

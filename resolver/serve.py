@@ -14,7 +14,9 @@ collector is only needed for cycles.
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
+import ssl
 from pathlib import Path
 
 from aiohttp import web
@@ -37,13 +39,39 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *GC_OLDER_THRESHOLDS)
 
 
-def run_node(database: Path, *, host: str, port: int, auto_admin: bool = True) -> None:
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server TLS context from a PEM certificate chain and key.
+
+    Raises:
+        OSError, ssl.SSLError: unreadable or mismatched files.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def run_node(
+    database: Path, *, host: str, port: int, auto_admin: bool = True, tls: ssl.SSLContext | None = None
+) -> None:
     """Serve the node whose store is ``database`` until interrupted (SIGINT,
-    SIGTERM), then close the store after the last request.
+    SIGTERM), then close the store after the last request. With ``tls``
+    the node speaks HTTPS.
 
     Raises:
         OSError: the address cannot be bound.
     """
+    if tls is None and not _loopback(host):
+        log.warning(
+            "serving plain HTTP on %s: secrets sent with HTTP Basic cross the network in the clear;"
+            " set tls_cert and tls_key to serve HTTPS", host
+        )
     app = node_app(database, auto_admin=auto_admin)
     tune_garbage_collector()
-    web.run_app(app, host=host, port=port, access_log=None, print=None)
+    web.run_app(app, host=host, port=port, ssl_context=tls, access_log=None, print=None)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

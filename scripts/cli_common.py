@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -74,4 +75,11 @@ def credentials(args: Any) -> tuple[str | None, str | None]:
 
 def client_for(args: Any) -> NodeClient:
     identity, secret = credentials(args)
-    return NodeClient(args.server, identity=identity, secret=secret)
+    cacert = args.cacert or os.environ.get("IDNODE_CACERT")
+    tls = None
+    if cacert:
+        try:
+            tls = ssl.create_default_context(cafile=cacert)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError(f"cannot use CA certificate {cacert}: {exc}") from None
+    return NodeClient(args.server, identity=identity, secret=secret, tls=tls)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import sys
 import tomllib
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 from idcore.errors import IdnodeError
 from idcore.settings import DATABASE_NAME, NodeSettings, SettingsError, build_settings
 from registry.node_setup import init_node
-from resolver.serve import run_node
+from resolver.serve import run_node, tls_context
 from scripts.cli_common import CliError
 
 
@@ -44,7 +45,10 @@ def load_settings(args: Any) -> NodeSettings:
             raise CliError(f"cannot read config file {args.config}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise CliError(f"config file {args.config} is not valid TOML: {exc}") from None
-    flags = {"data_dir": args.data_dir, "host": args.host, "port": args.port, "log_level": args.log_level}
+    flags = {
+        "data_dir": args.data_dir, "host": args.host, "port": args.port, "log_level": args.log_level,
+        "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+    }
     try:
         return build_settings(toml, os.environ, flags)
     except SettingsError as exc:
@@ -58,9 +62,16 @@ def serve(args: Any) -> int:
     )
     if not settings.database.exists():
         raise CliError(f"no node database at {settings.database}; run 'idnode init --data {settings.data_dir} --prefix ...'")
-    print(f"idnode serving {settings.data_dir} on http://{settings.host}:{settings.port}/ (Ctrl-C stops)", flush=True)
+    tls = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        try:
+            tls = tls_context(settings.tls_cert, settings.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError(f"cannot use TLS certificate {settings.tls_cert} and key {settings.tls_key}: {exc}") from None
+    scheme = "https" if tls else "http"
+    print(f"idnode serving {settings.data_dir} on {scheme}://{settings.host}:{settings.port}/ (Ctrl-C stops)", flush=True)
     try:
-        run_node(settings.database, host=settings.host, port=settings.port, auto_admin=settings.auto_admin)
+        run_node(settings.database, host=settings.host, port=settings.port, auto_admin=settings.auto_admin, tls=tls)
     except OSError as exc:
         raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     return 0

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address")
     serve.add_argument("--port", type=int, help="listen port")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.set_defaults(run=cli_node.serve)
 
     def client(name: str, help_text: str, run: Callable[..., Any]) -> argparse.ArgumentParser:
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--credentials", help="admin.json from 'idnode init' (default: idnode-data/admin.json if present)"
         )
+        sub.add_argument("--cacert", help="PEM certificate(s) to trust for an https:// node (env IDNODE_CACERT)")
         sub.set_defaults(run=run)
         return sub
 

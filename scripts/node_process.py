@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -34,25 +35,32 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 class NodeProcess:
     """``idnode serve`` on ``data_dir``; start(), kill(), stop()."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, tls: tuple[Path, Path] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> NodeProcess:
         log = self.data_dir / f"serve-{self.port}.log"
         with open(log, "ab") as out:  # the child keeps its own descriptor
+            tls_args = ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []
             self.process = subprocess.Popen(
-                [*IDNODE, "serve", "--data", str(self.data_dir), "--port", str(self.port)],
+                [*IDNODE, "serve", "--data", str(self.data_dir), "--port", str(self.port), *tls_args],
                 stdout=out, stderr=subprocess.STDOUT,
             )
+        probe_tls = None
+        if self.tls:  # the readiness probe asks whether the node answers, not who it is
+            probe_tls = ssl.create_default_context()
+            probe_tls.check_hostname = False
+            probe_tls.verify_mode = ssl.CERT_NONE
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"node exited with {self.process.returncode}; see {log}")
             try:
-                with urllib.request.urlopen(self.url + "/api/prefixes", timeout=1):
+                with urllib.request.urlopen(self.url + "/api/prefixes", timeout=1, context=probe_tls):
                     return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.05)
