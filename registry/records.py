@@ -94,7 +94,7 @@ class StoredRecord:
         values = self.values()
         items = [value_to_json(v) for v in values]
         everything = dumps(items)
-        public = [item for item, v in zip(items, values, strict=True) if v.permissions[2] == "1"]
+        public = [item for item, v in zip(items, values, strict=True) if v.public_read]
         self._public_json = everything if len(public) == len(items) else dumps(public)
         self._values_json = everything
 
