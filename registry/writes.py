@@ -154,7 +154,7 @@ def create(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleValue
         return _create_new(txn, ctx, handle, authority, values)
     if idempotent:
         old = existing.values()
-        _authorize_change(txn, ctx, handle, authority, old, P(0))
+        _authorize_change(txn, ctx, handle, authority, existing, P(0))
         if _same_values(old, _with_auto_admin(ctx, values)):
             return WriteResult(existing.handle, "unchanged")
     raise HandleAlreadyExists(f"{handle} already exists", handle=handle.to_text())
@@ -170,8 +170,8 @@ def put(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleValue]) 
     if existing is None:
         return _create_new(txn, ctx, handle, authority, values)
     old = existing.values()
-    _authorize_change(txn, ctx, handle, authority, old, P(0))
-    _authorize_change(txn, ctx, handle, authority, old, _change_permissions(old, values, handle))
+    _authorize_change(txn, ctx, handle, authority, existing, P(0))
+    _authorize_change(txn, ctx, handle, authority, existing, _change_permissions(old, values, handle))
     txn.put(handle.key, _record(existing.handle, values, _timestamps(values, txn.now, old)), Op.UPDATE, ctx.actor)
     return WriteResult(existing.handle, "replaced")
 
@@ -187,7 +187,7 @@ def add_values(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleV
     authority = authority_for(handle, ctx.homed)
     existing = _existing(txn, handle)
     old = existing.values()
-    _authorize_change(txn, ctx, handle, authority, old, P(0))  # before saying anything about the record
+    _authorize_change(txn, ctx, handle, authority, existing, P(0))  # before saying anything about the record
     taken = {v.index for v in old}
     replaced = False
     for value in values:
@@ -198,7 +198,7 @@ def add_values(txn: Txn, ctx: WriteContext, handle: Handle, values: list[HandleV
     new_indexes = {v.index for v in values}
     merged = sorted([v for v in old if v.index not in new_indexes] + list(values), key=lambda v: v.index)
     check_record(merged)
-    _authorize_change(txn, ctx, handle, authority, old, _change_permissions(old, merged, handle))
+    _authorize_change(txn, ctx, handle, authority, existing, _change_permissions(old, merged, handle))
     txn.put(handle.key, _record(existing.handle, merged, _timestamps(merged, txn.now, old)), Op.UPDATE, ctx.actor)
     return WriteResult(existing.handle, "replaced" if replaced else "updated")
 
@@ -213,7 +213,7 @@ def remove_values(txn: Txn, ctx: WriteContext, handle: Handle, indexes: list[int
     authority = authority_for(handle, ctx.homed)
     existing = _existing(txn, handle)
     old = existing.values()
-    _authorize_change(txn, ctx, handle, authority, old, P(0))  # before saying anything about the record
+    _authorize_change(txn, ctx, handle, authority, existing, P(0))  # before saying anything about the record
     present = {v.index for v in old}
     missing = sorted(set(indexes) - present)
     if missing:
@@ -222,7 +222,7 @@ def remove_values(txn: Txn, ctx: WriteContext, handle: Handle, indexes: list[int
         )
     drop = set(indexes)
     kept = [v for v in old if v.index not in drop]
-    _authorize_change(txn, ctx, handle, authority, old, _change_permissions(old, kept, handle))
+    _authorize_change(txn, ctx, handle, authority, existing, _change_permissions(old, kept, handle))
     txn.put(handle.key, _record(existing.handle, kept, [v.timestamp for v in kept]), Op.UPDATE, ctx.actor)
     return WriteResult(existing.handle, "updated")
 
@@ -257,9 +257,10 @@ def mint(txn: Txn, ctx: WriteContext, base: str, values: list[HandleValue]) -> W
     if "/" not in base:
         base += "/"
     for _ in range(limits.MAX_MINT_ATTEMPTS):
-        handle = Handle.from_text(base + str(uuid.uuid4()))
-        if txn.get(handle.key) is None:
-            return create(txn, ctx, handle, values, idempotent=False)
+        try:
+            return create(txn, ctx, Handle.from_text(base + str(uuid.uuid4())), values, idempotent=False)
+        except HandleAlreadyExists:
+            continue
     raise NodeError(f"no unused suffix under {base!r} after {limits.MAX_MINT_ATTEMPTS} attempts")
 
 
@@ -328,14 +329,13 @@ def _record(handle_text: str, values: list[HandleValue], timestamps: list[int]) 
 
 
 def _authorize_change(
-    txn: Txn, ctx: WriteContext, handle: Handle, authority: Authority, old: list[HandleValue], needed: AdminPermission
+    txn: Txn, ctx: WriteContext, handle: Handle, authority: Authority, existing: StoredRecord, needed: AdminPermission
 ) -> None:
-    if ctx.system:
-        return
-    sources = [AdminSource(authz.admin_refs(old), needed)]
+    """Refuse unless the admins of ``existing`` or of its prefix grant ``needed``."""
+    sources = [AdminSource(authz.record_admins(existing), needed)]
     if authority.record_key is not None:
         sources.append(AdminSource(authz.record_admins(txn.get(authority.record_key)), needed))
-    authz.run_sync(authz.check(ctx.identity, sources, what="change it this way", handle=handle.to_text()), txn.get)
+    _authorize(txn, ctx, sources, "change it this way", handle)
 
 
 def _change_permissions(old: list[HandleValue], new: list[HandleValue], handle: Handle) -> AdminPermission:
