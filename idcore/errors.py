@@ -246,3 +246,28 @@ class UpstreamError(IdnodeError):
 
     response_code = ResponseCode.ERROR
     http_status = 502
+
+
+class UpstreamUnavailable(UpstreamError):
+    """No server that could answer did (refused, timed out, failed)."""
+
+    http_status = 502
+
+
+class BadUpstreamReply(UpstreamError):
+    """A server answered with something malformed or hostile (not JSON, too
+    large, about another handle, an unusable referral); never cached."""
+
+
+class ReferralLoop(UpstreamError):
+    """Referrals led back to a node already asked, or up the hierarchy."""
+
+
+class ReferralDepthExceeded(UpstreamError):
+    """More referrals than MAX_REFERRAL_DEPTH in one resolution."""
+
+
+class ResolutionTimeout(UpstreamError):
+    """The resolution's time budget ran out before an answer."""
+
+    http_status = 504

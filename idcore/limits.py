@@ -97,3 +97,28 @@ MAX_ADMIN_GROUP_VISITS = 64
 
 #: Members one HS_VLIST value may list.
 MAX_VLIST_MEMBERS = 1000
+
+# --- recursive resolution ---------------------------------------------------
+
+#: Most referrals one resolution follows. The national hierarchy is three or
+#: four levels deep (top, secondary, enterprise, perhaps a sub-node); more is
+#: a misconfiguration or an attack, and the walk must not run away.
+MAX_REFERRAL_DEPTH = 8
+
+#: Most requests one resolution sends, over all levels, servers and mirrors,
+#: so that long server lists cannot multiply a lookup into a flood.
+MAX_QUERIES_PER_RESOLUTION = 24
+
+#: Seconds one resolution may take in all. A scanner on a production line
+#: waits about this long before it beeps "no answer".
+RESOLUTION_TIME_BUDGET_SECONDS = 5.0
+
+#: Seconds one request to one upstream server may take before the next
+#: server is tried: a loopback or LAN node answers in milliseconds, so a
+#: second means it is down or overloaded.
+UPSTREAM_REQUEST_TIMEOUT_SECONDS = 1.0
+
+#: Largest upstream reply read. A record is at most MAX_RECORD_BYTES in its
+#: compact form and about three times that as JSON; anything larger is not a
+#: record and is refused rather than buffered.
+MAX_UPSTREAM_REPLY_BYTES = 4 * MAX_RECORD_BYTES

@@ -50,12 +50,15 @@ class Resolution(NamedTuple):
             referral's site values.
         public_record: the stored record when ``values_json`` is its public
             view (what most reads get), so its ready-made answer can be used.
+        referral: for 303, the prefix handle (``0.NA/<prefix>``) whose site
+            values are given, so a resolver knows which prefix they serve.
     """
 
     response_code: int
     handle: str
     values_json: bytes
     public_record: StoredRecord | None = None
+    referral: str | None = None
 
 
 class Registry:
@@ -127,7 +130,7 @@ class Registry:
                 continue  # the record itself was looked for above
             referral = await self._referral(ancestor)
             if referral is not None:
-                return Resolution(303, handle.to_text(), referral)
+                return Resolution(303, handle.to_text(), referral, referral=prefix_handle(ancestor).to_text())
         raise ServerNotResponsible("That prefix doesn't live here", handle=handle.to_text())
 
     async def _found(self, handle: Handle, record: StoredRecord, identity: ValueReference | None) -> Resolution:

@@ -84,7 +84,12 @@ def record_reply(asked: str, resolution: Resolution, options: ReadOptions) -> we
         return json_reply(resolution.public_record.public_answer(asked))
     asked_json = dumps(asked)
     if resolution.response_code == 303:
-        body = b'{"responseCode":303,"values":' + resolution.values_json + b',"handle":' + asked_json + b"}"
+        # referralHandle names the delegated prefix (as Handle's service
+        # referral response does), so resolvers cache the sites per prefix.
+        body = (
+            b'{"responseCode":303,"values":' + resolution.values_json + b',"handle":' + asked_json
+            + b',"referralHandle":' + dumps(resolution.referral) + b"}"
+        )
         return _maybe_pretty(body, options.pretty, http_status_for(ResponseCode.PREFIX_REFERRAL))
     values_json = resolution.values_json
     if options.types or options.indexes:

@@ -115,7 +115,8 @@ async def test_prefix_referral_for_a_delegated_prefix(client):
     reply = await client.get("/api/handles/88.118.2.5/PRD-9")
     assert reply.status == 300
     body = await reply.json()
-    assert list(body) == ["responseCode", "values", "handle"]
+    assert list(body) == ["responseCode", "values", "handle", "referralHandle"]
+    assert body["referralHandle"] == "0.NA/88.118.2.5"
     assert body["responseCode"] == 303 and body["handle"] == "88.118.2.5/PRD-9"
     assert body["values"][0]["data"]["value"]["servers"][0]["interfaces"][0]["port"] == 9005
 
