@@ -1,4 +1,4 @@
-"""Running a node's HTTP server as a process: garbage-collector tuning and
+"""Running a node's (or a recursive node's) HTTP server as a process: garbage-collector tuning and
 the aiohttp runner.
 
 A node allocates many short-lived containers per request or batch line
@@ -22,6 +22,8 @@ from pathlib import Path
 from aiohttp import web
 
 from resolver.node_app import node_app
+from resolver.recursive_app import recursive_app
+from resolver.resolver_settings import ResolverSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +77,15 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def run_resolver(settings: ResolverSettings) -> None:
+    """Serve a recursive node until interrupted, then close its cache and
+    upstream connections after the last request.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    app = recursive_app(settings)
+    tune_garbage_collector()
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)

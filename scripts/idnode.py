@@ -1,8 +1,10 @@
 """``idnode``: the command line of an idnode node.
 
 Node commands: ``init`` (data folder, database, first admin identity) and
-``serve``. Client commands, against any node's REST API: ``put``, ``get``,
-``delete``, ``list``, ``batch``.
+``serve``; ``resolver`` serves a recursive node; ``demo`` runs a whole
+hierarchy and a recursive node on loopback. Client commands, against any
+node's REST API: ``put``, ``get``, ``delete``, ``list``, ``batch``; against a
+recursive node: ``resolve``, ``flush``.
 
 Exit codes: 0 done; 1 the node refused (its message is printed); 2 bad
 usage; 3 the node could not be reached; 4 bad local input (a file, a
@@ -17,10 +19,14 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from scripts import cli_batch, cli_client, cli_node
+from scripts import cli_batch, cli_client, cli_demo, cli_node, cli_resolver
 from scripts.cli_common import CliError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+#: The recursive node ``idnode resolve`` and ``idnode flush`` ask by default
+#: (where ``idnode demo`` runs one).
+DEFAULT_RESOLVER = "http://127.0.0.1:8000"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +51,47 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.set_defaults(run=cli_node.serve)
+
+    demo = commands.add_parser(
+        "demo", help="run a top-level, a secondary and an enterprise node and a recursive node on loopback"
+    )
+    demo.add_argument("--data", default="idnode-demo", help="data folder, one SQLite node per prefix (default: %(default)s)")
+    demo.add_argument("--host", default="127.0.0.1", help="loopback address to serve on (default: %(default)s)")
+    demo.add_argument("--port", type=int, default=8000, help="recursive node's port; the nodes take the next three")
+    demo.add_argument("--samples", type=int, default=300, help="sample products to register (default: %(default)s)")
+    demo.add_argument("--redis", help="Redis URL for the recursive node's second cache tier (default: none)")
+    demo.add_argument("--fresh", action="store_true", help="delete the data folder first")
+    demo.set_defaults(run=cli_demo.run)
+
+    resolver = commands.add_parser("resolver", help="serve a recursive node (settings: TOML < environment < flags)")
+    resolver.add_argument("--config", help="TOML settings file ([resolver] table)")
+    resolver.add_argument("--bootstrap", help="top-level node URL(s), comma-separated: http://IP:PORT[,...]")
+    resolver.add_argument("--host", help="listen address")
+    resolver.add_argument("--port", type=int, help="listen port (default 8080)")
+    resolver.add_argument("--redis", help="Redis URL for the shared cache tier")
+    resolver.add_argument("--public-url", help="base URL clients reach this node at")
+    resolver.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    resolver.set_defaults(run=cli_resolver.serve)
+
+    def resolver_client(name: str, help_text: str, run: Callable[..., Any]) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument(
+            "--resolver", default=os.environ.get("IDNODE_RESOLVER", DEFAULT_RESOLVER),
+            help="recursive node base URL (env IDNODE_RESOLVER; default %(default)s)",
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    resolve = resolver_client("resolve", "resolve any identifier through a recursive node", cli_resolver.resolve)
+    resolve.add_argument("handle", help="identifier in any form: 88.118.2/X, hdl:88.118.2/X, https://resolver/88.118.2/X")
+    resolve.add_argument("--json", action="store_true", help="print the reply's JSON")
+    resolve.add_argument("--trace", action="store_true", help="walk afresh and print every hop with its timing")
+    resolve.add_argument("--auth", action="store_true", help="skip the cache: ask the authoritative node")
+
+    flush = resolver_client("flush", "forget cached entries at a recursive node", cli_resolver.flush)
+    flush.add_argument("handle", nargs="?", help="the handle to forget")
+    flush.add_argument("--prefix", help="forget everything under this prefix instead")
+    flush.add_argument("--token", help="the resolver's admin token (env IDNODE_RESOLVER_TOKEN); not needed on loopback")
 
     def client(name: str, help_text: str, run: Callable[..., Any]) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
