@@ -5,6 +5,8 @@ set -euo pipefail
 . "$(dirname "$0")/venv.sh"
 # curl: the README's examples are tested with curl itself
 command -v curl >/dev/null || idnode_apt_install curl
+# redis-server: the Redis cache tier is tested against a real server the tests start
+command -v redis-server >/dev/null || idnode_apt_install redis-server
 idnode_venv test
 cd "$idnode_root"
 exec .venv/bin/python -m pytest "$@"
