@@ -13,7 +13,6 @@ TOML layout::
     # several servers; a list of such lists is several sites (mirrors)
     bootstrap = ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
     redis_url = "redis://127.0.0.1:6379/0"     # optional second tier
-    public_url = "https://id.example.cn"       # how clients reach this node
     admin_token = "..."                        # for cache flushes from afar
     min_ttl = 1
     max_ttl = 86400
@@ -73,8 +72,6 @@ class ResolverSettings:
         bootstrap: the top-level node's sites (primary first, then mirrors).
         host, port: where the HTTP front end listens.
         redis_url: the shared cache tier, or None for the in-process tier alone.
-        public_url: the base URL clients use (links in pages); None derives
-            it from each request.
         admin_token: bearer token for ``POST /api/cache/flush`` from other
             hosts; without one, only loopback clients may flush.
         policy: TTL caps, negative TTL, stale window, prefetch.
@@ -86,7 +83,6 @@ class ResolverSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_RESOLVER_PORT
     redis_url: str | None = None
-    public_url: str | None = None
     admin_token: str | None = None
     policy: CachePolicy = field(default_factory=CachePolicy)
     memory_max_entries: int = DEFAULT_MAX_ENTRIES
@@ -109,7 +105,6 @@ _PLAIN_KEYS = {
     "host": str,
     "port": int,
     "redis_url": str,
-    "public_url": str,
     "admin_token": str,
     "memory_max_entries": int,
     "memory_max_bytes": int,

@@ -41,7 +41,7 @@ def load_resolver_settings(args: Any) -> ResolverSettings:
             raise CliError(f"config file {args.config} is not valid TOML: {exc}") from None
     flags = {
         "bootstrap": args.bootstrap, "host": args.host, "port": args.port, "redis_url": args.redis,
-        "public_url": args.public_url, "log_level": args.log_level,
+        "log_level": args.log_level,
     }
     try:
         return build_resolver_settings(toml, os.environ, flags)

@@ -69,7 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     resolver.add_argument("--host", help="listen address")
     resolver.add_argument("--port", type=int, help="listen port (default 8080)")
     resolver.add_argument("--redis", help="Redis URL for the shared cache tier")
-    resolver.add_argument("--public-url", help="base URL clients reach this node at")
     resolver.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     resolver.set_defaults(run=cli_resolver.serve)
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install idnode and run a node on its embedded defaults: SQLite in
-# ./idnode-data, prefix 88.118.2, http://127.0.0.1:8000 (no Redis, nothing else).
+# Install idnode and run the demo hierarchy on its embedded defaults: a
+# top-level node (88), a secondary node (88.118) and an enterprise node
+# (88.118.2) over SQLite files in ./idnode-demo, with 300 sample products,
+# and a recursive node on http://127.0.0.1:8000 (in-process cache; no Redis,
+# nothing else). Extra arguments go to 'idnode demo' (--redis URL, --fresh ...).
 set -euo pipefail
 . "$(dirname "$0")/venv.sh"
 idnode_venv
 cd "$idnode_root"
-.venv/bin/idnode init --data idnode-data --prefix "${IDNODE_PREFIX:-88.118.2}" --if-missing
-exec .venv/bin/idnode serve --data idnode-data "$@"
+exec .venv/bin/idnode demo "$@"
