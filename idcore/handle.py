@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from idcore import limits
 from idcore.errors import InvalidHandle
@@ -287,3 +287,23 @@ def _codepoint(ch: str) -> str:
 
 def _show(text: str) -> str:
     return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+#: Characters left unescaped when a handle goes into a URL path; ``/`` stays
+#: so that ``prefix/suffix`` reads naturally (servers take the rest of the
+#: path as the handle).
+_URL_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def url_path(text: str) -> str:
+    """``text`` (a handle) percent-encoded for a URL path, with suffix
+    segments ``.`` and ``..`` escaped too: URL libraries (yarl, browsers)
+    resolve dot segments, and ``88.118.2/a/../b`` must not become
+    ``88.118.2/b``. Send the result as an already encoded URL (for aiohttp,
+    ``yarl.URL(url, encoded=True)``), or it is undone.
+
+    >>> url_path("88.118.2/批次 1/..")
+    '88.118.2/%E6%89%B9%E6%AC%A1%201/%2E%2E'
+    """
+    segments = quote(text, safe=_URL_PATH_SAFE).split("/")
+    return "/".join(s.replace(".", "%2E") if s in (".", "..") else s for s in segments)

@@ -276,15 +276,25 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 def first_url(values_json: bytes) -> str | None:
     """The first URL value of a record: exact type ``URL`` first, then subtypes
     (``URL.mobile``), in record order, as the Handle proxy chooses. A value
-    with control characters cannot go into a Location header and is passed over."""
+    with control characters cannot go into a Location header, and one of a
+    scheme other than REDIRECT_SCHEMES (``javascript:``, ``data:``) must not
+    be sent to a browser as one: both are passed over."""
     values = orjson.loads(values_json)
     for exact in (True, False):
         for value in values:
             value_type, data = value["type"], value["data"]
             matches = value_type.upper() == ValueType.URL if exact else type_is(value_type, ValueType.URL)
-            if matches and data.get("format") == "string" and data["value"].isprintable():
+            if matches and data.get("format") == "string" and _redirectable(data["value"]):
                 return data["value"]
     return None
+
+
+#: URL schemes the proxy form redirects to.
+REDIRECT_SCHEMES = ("http://", "https://", "ftp://")
+
+
+def _redirectable(url: str) -> bool:
+    return url.isprintable() and url[:8].lower().startswith(REDIRECT_SCHEMES)
 
 
 def redirect_reply(url: str) -> web.Response:

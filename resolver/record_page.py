@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import html
 from typing import Any
-from urllib.parse import quote
 
+from idcore.handle import url_path
 from idcore.values import ValueType, type_is
 
 #: Value types shown under "Technical values" rather than as product fields.
@@ -140,7 +140,7 @@ def render_record_page(
 
 def json_link(handle: str) -> str:
     """The relative URL of a handle's REST JSON on the same node."""
-    return "/api/handles/" + quote(handle, safe="/:@!$&'()*+,;=-._~")
+    return "/api/handles/" + url_path(handle)
 
 
 def render_index_page() -> str:

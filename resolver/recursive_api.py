@@ -26,6 +26,7 @@ from email.utils import formatdate
 from typing import Any
 
 import orjson
+import yarl
 from aiohttp import web
 
 from cache.entry import CacheEntry, EntryKind
@@ -38,7 +39,7 @@ from idcore.errors import (
     ResponseCode,
     http_status_for,
 )
-from idcore.handle import Handle, check_prefix, parse
+from idcore.handle import Handle, check_prefix, parse, url_path
 from idcore.rest_json import dumps, filter_values_json
 from resolver.http_common import Handler, api_endpoint, error_reply, flag, json_object_reply, json_reply
 from resolver.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -124,7 +125,7 @@ async def get_handle(request: web.Request) -> web.StreamResponse:
             return web.Response(
                 body=_answer_body(text, entry), headers={"Content-Type": _JSON, "X-Idnode-Cache": result.source}
             )
-        return _reply(text, result, ReadOptions.of(request), trace=False)
+        return _reply(request, text, result, ReadOptions.of(request), trace=False)
     query = request.query
     trace = flag(query, "trace")
     options = ReadOptions.of(request)
@@ -136,10 +137,10 @@ async def get_handle(request: web.Request) -> web.StreamResponse:
         request.app[METRICS].error(exc.response_code)
         body = {**exc.to_json(), "trace": _trace_json(exc.details.get("hops", ()))}
         return json_object_reply(body, exc.status, pretty=options.pretty)
-    return _reply(text, result, options, trace=trace)
+    return _reply(request, text, result, options, trace=trace)
 
 
-def _reply(asked: str, result: Result, options: ReadOptions, *, trace: bool) -> web.Response:
+def _reply(request: web.Request, asked: str, result: Result, options: ReadOptions, *, trace: bool) -> web.Response:
     entry = result.entry
     headers = {"X-Idnode-Cache": result.source}
     if result.source == "stale":
@@ -147,6 +148,7 @@ def _reply(asked: str, result: Result, options: ReadOptions, *, trace: bool) -> 
     if entry.kind is EntryKind.NOT_FOUND:
         if not trace and result.source != "stale":
             raise _not_found(asked)
+        request.app[METRICS].error(ResponseCode.HANDLE_NOT_FOUND)  # answered here, not raised to @counted
         body: dict[str, Any] = _not_found(asked).to_json()
         status = 404
     else:
@@ -191,6 +193,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if entry.kind is EntryKind.NOT_FOUND:
         if not html_wanted:
             raise _not_found(text)
+        request.app[METRICS].error(ResponseCode.HANDLE_NOT_FOUND)
         page = render_record_page(text, None, json_url=json_link(text))
         return web.Response(text=page, status=404, content_type="text/html", headers={"Cache-Control": "no-cache"})
     headers = {"Cache-Control": "no-cache"} if stale else _cache_headers(entry, time.time())
@@ -204,7 +207,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if html_wanted:
         page = render_record_page(text, orjson.loads(entry.values_json), json_url=json_link(text), stale=stale)
         return web.Response(text=page, content_type="text/html", charset="utf-8", headers=headers)
-    reply = _reply(text, result, ReadOptions.of(request), trace=False)
+    reply = _reply(request, text, result, ReadOptions.of(request), trace=False)
     reply.headers.update(headers)
     return reply
 
@@ -219,7 +222,7 @@ async def resolve_form(request: web.Request) -> web.StreamResponse:
         if _wants_html(request):
             raise web.HTTPBadRequest(text=f"Not an identifier: {exc.message}") from None
         return error_reply(exc)
-    raise web.HTTPFound("/" + json_link(handle.to_text()).removeprefix("/api/handles/"))
+    raise web.HTTPFound(yarl.URL("/" + url_path(handle.to_text()), encoded=True))
 
 
 async def index(request: web.Request) -> web.StreamResponse:

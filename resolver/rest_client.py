@@ -14,16 +14,14 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+import yarl
 
 from idcore.errors import IdnodeError, UpstreamError
+from idcore.handle import url_path
 
 #: Seconds a single request may take before the client gives up.
 REQUEST_TIMEOUT_SECONDS = 30
 
-#: Characters left unescaped when a handle goes into a URL path; ``/`` stays
-#: so that ``prefix/suffix`` reads naturally (the server takes the rest of the
-#: path as the handle).
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 class NodeReplyError(IdnodeError):
@@ -40,8 +38,8 @@ class NodeUnreachable(UpstreamError):
 
 
 def handle_path(handle: str) -> str:
-    """``handle`` percent-encoded for a URL path."""
-    return quote(handle, safe=_PATH_SAFE)
+    """``handle`` percent-encoded for a URL path (dot segments escaped)."""
+    return url_path(handle)
 
 
 def basic_auth_header(identity: str, secret: str) -> str:
@@ -77,7 +75,9 @@ class NodeClient:
     async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         assert self._session is not None, "use NodeClient as an async context manager"
         try:
-            async with self._session.request(method, self.base_url + path, **kwargs) as reply:
+            # encoded: the path is; parsed again, escaped dot segments would be resolved
+            url = yarl.URL(self.base_url + path, encoded=True)
+            async with self._session.request(method, url, **kwargs) as reply:
                 body = await reply.read()
                 status = reply.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
 
 from idcore import limits
 
@@ -67,7 +68,12 @@ class HttpTransport:
         """
         assert self._session is not None, "use HttpTransport as an async context manager"
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
+            # No redirects: a node answers itself, and following one would let
+            # any upstream point the resolver at any address (and be believed).
+            limit = aiohttp.ClientTimeout(total=timeout)
+            # encoded: the walk's URLs are; re-parsing would drop escaped dot segments
+            target = yarl.URL(url, encoded=True)
+            async with self._session.get(target, timeout=limit, allow_redirects=False) as reply:
                 if (reply.content_length or 0) > limits.MAX_UPSTREAM_REPLY_BYTES:
                     raise UpstreamFailure(f"reply of {reply.content_length} bytes exceeds MAX_UPSTREAM_REPLY_BYTES")
                 body = bytearray()

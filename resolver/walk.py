@@ -30,7 +30,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
-from urllib.parse import quote
 
 import orjson
 
@@ -39,20 +38,17 @@ from idcore.errors import (
     BadUpstreamReply,
     IdnodeError,
     InvalidHandle,
-    InvalidValue,
     ReferralDepthExceeded,
     ReferralLoop,
     ResolutionTimeout,
     ResponseCode,
     UpstreamUnavailable,
 )
-from idcore.handle import Handle, prefix_ancestors
+from idcore.handle import Handle, prefix_ancestors, url_path
 from idcore.rest_json import dumps, values_from_json, values_to_json
 from idcore.site import Site
 from idcore.values import HandleValue, ValueType, type_is
 
-#: Characters left unescaped when a handle goes into an upstream URL path.
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 #: The bootstrap level's name in traces and starts: the sites configured as
 #: the top of the hierarchy, which serve every prefix.
@@ -104,6 +100,11 @@ class Hop(NamedTuple):
     milliseconds: float
 
 
+def api_path(handle_text: str) -> str:
+    """The REST API path of a handle (see :func:`idcore.handle.url_path`)."""
+    return "/api/handles/" + url_path(handle_text)
+
+
 def site_from_value(value: HandleValue) -> Site | None:
     """The site an HS_SITE value holds (None for other values)."""
     return value.data if isinstance(value.data, Site) else None
@@ -127,12 +128,6 @@ def server_order(sites: tuple[Site, ...], handle_text: str) -> list[str]:
             if url not in urls:
                 urls.append(url)
     return urls
-
-
-def _fingerprint(sites: tuple[Site, ...]) -> frozenset[tuple[str, int]]:
-    return frozenset(
-        (server.address, iface.port) for site in sites for server in site.servers for iface in server.interfaces
-    )
 
 
 class Walk:
@@ -163,7 +158,7 @@ class Walk:
             raise ValueError("a walk needs at least one start point (the bootstrap sites)")
         self.handle = handle
         self.asked = handle.to_text()
-        self.path = "/api/handles/" + quote(self.asked, safe=_PATH_SAFE)
+        self.path = api_path(self.asked)
         # For a prefix handle 0.NA/P the namespace walked is P itself.
         self.namespace = handle.suffix if handle.is_prefix_handle else handle.prefix
         self._ancestors = {p.upper() for p in prefix_ancestors(self.namespace)}
@@ -182,7 +177,11 @@ class Walk:
         self.answer: Answer | None = None
         self.error: IdnodeError | None = None
         self._failures: list[str] = []
-        self._visited: set[frozenset[tuple[str, int]]] = set()
+        #: servers (base URLs) asked in this walk, and those of them that failed:
+        #: one server asked the same question again would answer the same
+        self._asked: set[str] = set()
+        self._failed: set[str] = set()
+        self._loop: ReferralLoop | None = None  # a server of the current level referred in circles
         self._enter_start()
 
     @property
@@ -198,8 +197,8 @@ class Walk:
 
     def _enter_level(self, prefix: str, sites: tuple[Site, ...]) -> None:
         self.level = prefix
-        self._visited.add(_fingerprint(sites))
-        order = server_order(sites, self.asked)
+        self._loop = None
+        order = [url for url in server_order(sites, self.asked) if url not in self._asked]
         if self._avoid:
             order.sort(key=lambda url: url in self._avoid)  # stable: failed servers last
         self._candidates = order
@@ -210,10 +209,17 @@ class Walk:
                 self.bad_starts.append(self.level)
             self._enter_start()
             return
+        if self._loop is not None:
+            self._fail(self._loop)
+            return
         where = f"the node of {self.level}" if self.level else "the bootstrap (top-level) sites"
         self._fail(UpstreamUnavailable(f"no server of {where} answered: {'; '.join(self._failures)}", handle=self.asked))
 
     def _fail(self, error: IdnodeError) -> None:
+        if isinstance(error, (ReferralLoop, ReferralDepthExceeded)):
+            # Some referral of this chain lied and which one is unknown:
+            # caching any of them would send later walks into it again.
+            self.delegations.clear()
         self.error = error
 
     # --- the driver's side -------------------------------------------------------
@@ -238,6 +244,7 @@ class Walk:
                 self._level_exhausted()
                 continue
             server = self._candidates.pop(0)
+            self._asked.add(server)
             self.queries += 1
             timeout = min(self._request_timeout, self._deadline - now)
             return Query(server + self.path, server, self.level, timeout, now)
@@ -246,6 +253,7 @@ class Walk:
     def on_failure(self, query: Query, reason: str) -> None:
         """``query`` got no usable reply (refused, timed out, broke off)."""
         self._note(query, reason)
+        self._failed.add(query.server)
         self._failures.append(f"{query.server}: {reason}")
 
     def on_reply(self, query: Query, status: int, body: bytes) -> bool:
@@ -258,7 +266,12 @@ class Walk:
         except BadUpstreamReply as exc:
             self.on_failure(query, exc.message)
             return False
-        except (ReferralLoop, ReferralDepthExceeded) as exc:
+        except ReferralLoop as exc:
+            # a failure of this server: another of its level may still answer
+            self._loop = exc
+            self.on_failure(query, exc.message)
+            return False
+        except ReferralDepthExceeded as exc:
             self._note(query, exc.message)
             self._fail(exc)
             return False
@@ -317,7 +330,7 @@ class Walk:
     def _values(reply: dict[str, Any]) -> list[HandleValue]:
         try:
             return values_from_json(reply.get("values", []))
-        except (InvalidValue, InvalidHandle) as exc:
+        except IdnodeError as exc:  # InvalidValue, InvalidHandle, ValueAlreadyExists (duplicate index) ...
             raise BadUpstreamReply(f"reply holds an invalid value: {exc.message}") from None
 
     def _follow(self, reply: dict[str, Any]) -> str:
@@ -326,8 +339,8 @@ class Walk:
         if not sites:
             raise BadUpstreamReply("referral without HS_SITE values")
         prefix = self._referral_prefix(reply)
-        fingerprint = _fingerprint(sites)
-        if fingerprint in self._visited:
+        servers = set(server_order(sites, self.asked))
+        if servers and servers <= self._asked and not servers <= self._failed:
             raise ReferralLoop(f"referral for {prefix} leads back to a node already asked", handle=self.asked)
         if self.depth >= self._max_depth:
             raise ReferralDepthExceeded(

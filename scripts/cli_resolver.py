@@ -9,10 +9,10 @@ import sys
 import time
 import tomllib
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import orjson
+import yarl
 
 from idcore.errors import IdnodeError
 from idcore.handle import parse
@@ -20,13 +20,12 @@ from idcore.rest_json import dumps
 from idcore.settings import SettingsError
 from resolver.resolver_settings import ResolverSettings, build_resolver_settings
 from resolver.serve import run_resolver
+from resolver.walk import api_path
 from scripts.cli_common import EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 #: Seconds ``idnode resolve`` waits for the resolver (which has its own
 #: budget per resolution, five seconds by default).
 CLIENT_TIMEOUT_SECONDS = 30
-
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def load_resolver_settings(args: Any) -> ResolverSettings:
@@ -63,7 +62,7 @@ def serve(args: Any) -> int:
     return 0
 
 
-async def _get(url: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+async def _get(url: str | yarl.URL, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_SECONDS)) as session:
             async with session.request(kwargs.pop("method", "GET"), url, **kwargs) as reply:
@@ -112,7 +111,14 @@ async def resolve(args: Any) -> int:
         params["trace"] = "true"
     elif args.auth:
         params["auth"] = "true"
-    url = args.resolver.rstrip("/") + "/api/handles/" + quote(handle, safe=_PATH_SAFE)
+    try:
+        base = yarl.URL(args.resolver)
+    except ValueError:
+        base = None
+    if base is None or base.scheme not in ("http", "https") or not base.host:
+        raise CliError(f"--resolver {args.resolver!r} is not an http(s):// URL", EXIT_USAGE)
+    # the handle's path is already encoded: parsed again, its escaped dot segments would be dropped
+    url = base.with_path(base.raw_path.rstrip("/") + api_path(handle), encoded=True)
     started = time.perf_counter()
     status, headers, raw = await _get(url, params=params)
     elapsed = (time.perf_counter() - started) * 1000

@@ -289,3 +289,17 @@ async def test_listing_follows_handle_server_paging_rules(client):
     assert huge.status == 400
     beyond = await (await client.get("/api/handles", params={"prefix": "88.118.2", "page": "9", "pageSize": "10"}, headers=basic())).json()
     assert beyond["handles"] == []
+
+
+async def test_proxy_does_not_redirect_to_script_urls(client):
+    body = {"values": [
+        {"index": 1, "type": "URL", "data": {"format": "string", "value": "javascript:alert(1)"}},
+        {"index": 2, "type": "URL", "data": {"format": "string", "value": "HTTPS://example.com/ok"}},
+    ]}
+    assert (await put(client, "88.118.2/PRD-JS", body)).status == 201
+    reply = await client.get("/88.118.2/PRD-JS", allow_redirects=False)
+    assert reply.status == 302 and reply.headers["Location"] == "HTTPS://example.com/ok"
+    only_script = {"values": [body["values"][0]]}
+    assert (await put(client, "88.118.2/PRD-JS2", only_script)).status == 201
+    reply = await client.get("/88.118.2/PRD-JS2", allow_redirects=False)
+    assert reply.status == 200 and "Location" not in reply.headers
