@@ -18,6 +18,17 @@ import abc
 from typing import Any, Sequence
 
 from cache.entry import CacheEntry
+from idcore.errors import UpstreamError
+
+
+class CacheUnavailable(UpstreamError):
+    """The shared cache cannot be reached, so an operation that must not
+    silently do nothing (a flush) did not happen. ``details`` carries
+    ``url`` (redacted) and ``error``."""
+
+    # A shared tier being down is temporary and says nothing about other
+    # nodes, so "try again later" rather than UpstreamError's 502.
+    http_status = 503
 
 
 class Cache(abc.ABC):

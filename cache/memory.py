@@ -76,7 +76,10 @@ class MemoryCache(Cache):
             return
         size = entry.size
         if size > self.max_bytes:
-            return  # larger than the whole tier: not worth evicting everything for
+            # Larger than the whole tier: not worth evicting everything for.
+            # An older entry under the key goes, or it would hide this one.
+            self._drop(key)
+            return
         old = self._items.pop(key, None)
         if old is not None:
             self.bytes -= old[0].size

@@ -23,9 +23,8 @@ import redis.asyncio
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-from cache.base import Cache
+from cache.base import Cache, CacheUnavailable
 from cache.entry import SCHEMA_VERSION, CacheEntry
-from idcore.errors import UpstreamError
 from idcore.handle import PREFIX_HANDLE_PREFIX
 
 #: Seconds one Redis command (and one connect) may take. A local Redis answers
@@ -57,16 +56,6 @@ PROBE_BACKOFF_CAP_SECONDS = 10.0
 _OUTAGE_ERRORS = (RedisError, OSError)
 
 _T = TypeVar("_T")
-
-
-class CacheUnavailable(UpstreamError):
-    """The shared cache cannot be reached, so an operation that must not
-    silently do nothing (a flush) did not happen. ``details`` carries
-    ``url`` (redacted) and ``error``."""
-
-    # Redis being down is temporary and says nothing about other nodes, so
-    # "try again later" rather than UpstreamError's 502.
-    http_status = 503
 
 
 class _Skipped:

@@ -94,10 +94,16 @@ class LocalNode:
         return f"http://{self.host}:{self.port}"
 
     async def stop(self) -> None:
-        """Stop answering (the port closes); :meth:`start` resumes on the same port."""
+        """Stop answering, as a stopped server would: the port closes and so
+        do the keep-alive connections clients still hold (they would be
+        answered otherwise). :meth:`start` resumes on the same port."""
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        server = self.runner.server
+        if server is not None:
+            for connection in list(server.connections):
+                connection.force_close()
 
     async def start(self) -> None:
         if self._site is None:

@@ -29,6 +29,7 @@ from typing import Any, Callable, NamedTuple
 
 import orjson
 
+from cache.base import CacheUnavailable
 from cache.entry import CacheEntry, EntryKind, answer_key, delegation_key
 from cache.layered import LayeredCache
 from cache.policy import CachePolicy, stale_retry_delay
@@ -276,24 +277,44 @@ class RecursiveResolver:
 
     async def _learn(self, walk: Walk) -> None:
         """Cache the delegations a walk was given; forget those that failed it."""
+        # Forget first: a failed start's prefix is often re-learned in the
+        # same walk (the parent refers to where the node has moved), and
+        # that new delegation must survive.
+        for prefix in walk.bad_starts:
+            await self.cache.delete(delegation_key(prefix))
         now = self._clock()
         for delegation in walk.delegations:
             ttl = self.policy.delegation_ttl(delegation.value_ttls)
             entry = CacheEntry(EntryKind.DELEGATION, delegation.prefix, delegation.values_json, ttl, now)
             await self.cache.put(delegation_key(delegation.prefix), entry, ttl)
-        for prefix in walk.bad_starts:
-            await self.cache.delete(delegation_key(prefix))
 
     # --- administration ------------------------------------------------------------
 
     async def flush(self, *, handle: Handle | None = None, prefix: str | None = None) -> int:
         """Forget the cached answer for ``handle``, or everything under
         ``prefix`` (its handles, sub-prefixes and delegations); returns how
-        many entries were dropped."""
+        many entries were dropped.
+
+        Raises:
+            CacheUnavailable: the shared tier is down, so the entries may
+                still be there (the in-process ones are gone).
+        """
         if handle is not None:
             key = answer_key(handle.key)
             self._stale_backoff.pop(key, None)
-            return await self.cache.delete(key)
+            count = await self.cache.delete(key)
+            shared = self.cache.shared
+            if shared is not None and self.cache.degraded:
+                # A shared tier that is down drops deletes without raising (it
+                # must not fail resolutions); a flush must not claim success.
+                state = shared.health()
+                raise CacheUnavailable(
+                    f"the {shared.name} cache tier at {state.get('url', '?')} is unavailable, "
+                    f"{handle} not flushed there: {state.get('error', '')}",
+                    url=state.get("url"),
+                    error=state.get("error"),
+                )
+            return count
         assert prefix is not None
         self._stale_backoff.clear()
         return await self.cache.delete_prefix(prefix)
