@@ -25,10 +25,11 @@ import orjson
 #: of different versions sharing one Redis never read each other's entries.
 SCHEMA_VERSION = 1
 
-#: Bytes an entry costs besides its values, for the in-process byte bound:
-#: the entry object, its key string and the dictionary slot, measured with
-#: tracemalloc on CPython 3.11 (``scripts/bench_resolver.py`` prints it).
-ENTRY_OVERHEAD_BYTES = 400
+#: Bytes an entry costs besides its values and reply body, for the
+#: in-process byte bound: the entry object, its key and name strings, the
+#: memo dictionary and the LRU slot, measured with tracemalloc on CPython
+#: 3.11 at about 500 (``scripts/bench_resolver.py`` prints it).
+ENTRY_OVERHEAD_BYTES = 512
 
 
 class EntryKind(enum.IntEnum):
@@ -83,8 +84,10 @@ class CacheEntry:
 
     @property
     def size(self) -> int:
-        """Approximate bytes the entry holds in memory."""
-        return ENTRY_OVERHEAD_BYTES + len(self.values_json) + 2 * len(self.name)
+        """Approximate bytes the entry holds in memory once it has been
+        served: its values, and the ready-made reply body (the values again,
+        with the handle) the front end keeps in ``memo``."""
+        return ENTRY_OVERHEAD_BYTES + 2 * len(self.values_json) + 3 * len(self.name)
 
     def to_bytes(self) -> bytes:
         """The entry as orjson bytes, for a shared tier."""

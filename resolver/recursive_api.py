@@ -54,11 +54,17 @@ RESOLVER = web.AppKey("resolver", RecursiveResolver)
 METRICS = web.AppKey("metrics", ResolverMetrics)
 SETTINGS = web.AppKey("settings", ResolverSettings)
 
-#: Ready-made reply bodies kept per cache entry (one per spelling asked);
-#: more spellings than this of one handle are built per request.
-MAX_MEMO_BODIES = 4
+#: Ready-made reply bodies kept per cache entry: the first spelling asked
+#: (nearly always the only one); other spellings are built per request. The
+#: in-process tier's byte bound counts one (CacheEntry.size).
+MAX_MEMO_BODIES = 1
 
 _JSON = "application/json; charset=utf-8"
+_MEMORY_HIT_HEADERS = {"Content-Type": _JSON, "X-Idnode-Cache": "memory"}
+
+#: Request path texts whose handle key is remembered (see :func:`_key_of`):
+#: a scanner fleet asks for far fewer distinct spellings than this at once.
+HOT_PATH_TEXTS = 65536
 _STALE_WARNING = '110 - "Response is Stale"'
 
 
@@ -82,10 +88,10 @@ async def _lookup(request: web.Request, handle: Handle, *, authoritative: bool =
     if not (authoritative or trace):
         entry = resolver.fresh_hit(handle.key)
         if entry is not None:
-            request.app[METRICS].answers["memory"].inc()
+            request.app[METRICS].answers["memory"] += 1
             return Result(entry, "memory")
     result = await resolver.resolve(handle, authoritative=authoritative, trace=trace)
-    request.app[METRICS].answers[result.source].inc()
+    request.app[METRICS].answers[result.source] += 1
     return result
 
 
@@ -112,13 +118,45 @@ def _trace_json(hops: tuple[Hop, ...]) -> list[dict[str, Any]]:
 # --- the REST API ----------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=HOT_PATH_TEXTS)
+def _key_of(text: str) -> str:
+    """The handle key of a request path's text (a text valid once is valid
+    for good, so parsing is remembered: it costs more than the rest of a hit).
+
+    Raises:
+        InvalidHandle: not a handle (not remembered).
+    """
+    return path_handle(text).key
+
+
+async def get_handle(request: web.Request) -> web.StreamResponse:
+    """``GET /api/handles/{handle}``. A fresh in-process answer to a plain
+    read is sent from here, a path that cannot fail; everything else goes
+    through :func:`_get_handle` and its error handling."""
+    if not request.query_string:
+        text = request.match_info["handle"]
+        try:
+            key = _key_of(text)
+        except IdnodeError:
+            key = None  # _get_handle answers with the error
+        if key is not None:
+            resolver = request.app[RESOLVER]
+            entry = resolver.fresh_hit(key)
+            if entry is not None and entry.kind is EntryKind.ANSWER:
+                counts = resolver.metrics
+                counts.requests["api"] += 1
+                counts.answers["memory"] += 1
+                return web.Response(body=_answer_body(text, entry), headers=_MEMORY_HIT_HEADERS)
+    return await _get_handle(request)
+
+
 @api_endpoint
 @counted
-async def get_handle(request: web.Request) -> web.StreamResponse:
-    request.app[METRICS].api_requests.inc()
+async def _get_handle(request: web.Request) -> web.StreamResponse:
+    request.app[METRICS].requests["api"] += 1
     text = request.match_info["handle"]
     handle = path_handle(text)
-    if not request.query_string:  # most requests: answer from the in-process tier
+    if not request.query_string:
         result = await _lookup(request, handle)
         entry = result.entry
         if entry.kind is EntryKind.ANSWER and result.source != "stale":
@@ -183,7 +221,7 @@ def _cache_headers(entry: CacheEntry, now: float) -> dict[str, str]:
 @counted
 async def proxy(request: web.Request) -> web.StreamResponse:
     """``GET /{handle}``: redirect, HTML page or JSON (see the module doc)."""
-    request.app[METRICS].proxy_requests.inc()
+    request.app[METRICS].requests["proxy"] += 1
     text = request.match_info["handle"]
     handle = path_handle(text)
     result = await _lookup(request, handle)

@@ -33,9 +33,10 @@ def kept(cache: MemoryCache, count: int) -> list[int]:
     return [n for n in range(count) if cache.peek(key(n)) is not None]
 
 
-def test_entry_size_counts_values_name_and_overhead():
+def test_entry_size_counts_values_reply_body_name_and_overhead():
     e = entry("88.118.2/A", payload=100)
-    assert e.size == ENTRY_OVERHEAD_BYTES + len(e.values_json) + 2 * len("88.118.2/A")
+    # the values twice: once as such, once inside the ready-made reply body
+    assert e.size == ENTRY_OVERHEAD_BYTES + 2 * len(e.values_json) + 3 * len("88.118.2/A")
 
 
 def test_the_entry_bound_evicts_the_least_recently_used():
