@@ -59,12 +59,12 @@ SETTINGS = web.AppKey("settings", ResolverSettings)
 #: in-process tier's byte bound counts one (CacheEntry.size).
 MAX_MEMO_BODIES = 1
 
-_JSON = "application/json; charset=utf-8"
-_MEMORY_HIT_HEADERS = {"Content-Type": _JSON, "X-Idnode-Cache": "memory"}
-
 #: Request path texts whose handle key is remembered (see :func:`_key_of`):
 #: a scanner fleet asks for far fewer distinct spellings than this at once.
 HOT_PATH_TEXTS = 65536
+
+_JSON = "application/json; charset=utf-8"
+_MEMORY_HIT_HEADERS = {"Content-Type": _JSON, "X-Idnode-Cache": "memory"}
 _STALE_WARNING = '110 - "Response is Stale"'
 
 

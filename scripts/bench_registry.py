@@ -34,22 +34,22 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import aiohttp
 import orjson
 
+from idcore import limits
+from idcore.rest_json import values_from_json
+from idcore.values import ValueReference
 from registry.batch import parse_line
 from registry.node_setup import init_node
 from registry.records import encode_record
 from registry.service import Registry
 from registry.sqlite_store import SqliteStore
 from registry.store import Op
-from idcore import limits
-from idcore.rest_json import values_from_json
-from idcore.values import ValueReference
 from resolver.rest_client import basic_auth_header
 from resolver.serve import tune_garbage_collector
+from scripts.bench_wrk import run_wrk
 from scripts.node_process import NodeProcess, free_port
 
 PREFIX = "88.118.2"
@@ -281,32 +281,6 @@ async def bench_store(work: Path, lines: int, runs: int) -> None:
 # --- 3. resolution over HTTP -----------------------------------------------------
 
 
-class WrkRun(NamedTuple):
-    """One wrk run: requests per second, and server CPU time per request."""
-
-    rate: float
-    cpu_us: float
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_wrk(url: str, script: Path, seconds: int, connections: int, server_pid: int | None = None) -> WrkRun:
-    before = process_cpu_seconds(server_pid) if server_pid else 0.0
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    if "Non-2xx" in out:
-        raise SystemExit(f"wrk saw errors:\n{out}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    cpu = (process_cpu_seconds(server_pid) - before) if server_pid else 0.0
-    return WrkRun(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu / requests * 1e6)
-
-
 async def bench_resolution(work: Path, node_dir: Path, keys: int, runs: int, seconds: int, connections: int) -> None:
     script = work / "random.lua"
     script.write_text(WRK_SCRIPT % {"seed": 7, "prefix": PREFIX, "keys": keys})
@@ -329,8 +303,8 @@ async def bench_resolution(work: Path, node_dir: Path, keys: int, runs: int, sec
             run_wrk(bare_url, script, 2, connections)
             pairs = []
             for run in range(runs):  # node and bare alternate, so both see the same machine
-                node_run = run_wrk(node.url, script, seconds, connections, node.process.pid)
-                bare_run = run_wrk(bare_url, script, seconds, connections, bare.pid)
+                node_run = run_wrk(node.url, script, seconds, connections, pids=[node.process.pid])
+                bare_run = run_wrk(bare_url, script, seconds, connections, pids=[bare.pid])
                 pairs.append((node_run, bare_run))
                 print(f"   run {run + 1}: node {node_run.rate:,.0f}/s ({node_run.cpu_us:.0f} us CPU a request),"
                       f" bare aiohttp {bare_run.rate:,.0f}/s ({bare_run.cpu_us:.0f} us), ratio {node_run.rate / bare_run.rate:.2f}")

@@ -69,6 +69,7 @@ from resolver.recursive_app import recursive_app
 from resolver.resolver_settings import build_resolver_settings
 from resolver.serve import tune_garbage_collector
 from resolver.upstream import HttpTransport
+from scripts.bench_wrk import run_wrk
 from scripts.node_process import free_port
 
 SCRIPT = Path(__file__).resolve()
@@ -292,32 +293,6 @@ def start_hierarchy(children: Children, work: Path, samples: int, store: str) ->
 # --- a, b. cache-hit throughput -------------------------------------------------------
 
 
-class WrkRun(NamedTuple):
-    """One wrk run: requests per second, and the servers' CPU time per request."""
-
-    rate: float
-    cpu_us: float
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_wrk(url: str, script: Path, seconds: int, connections: int, threads: int, pids: list[int]) -> WrkRun:
-    before = sum(process_cpu_seconds(pid) for pid in pids)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    cpu = sum(process_cpu_seconds(pid) for pid in pids) - before
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"wrk saw errors against {url}:\n{out}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return WrkRun(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu / requests * 1e6)
-
-
 async def prewarm(url: str, handles: list[str], *, new_connections: bool) -> list[bytes]:
     """Ask the resolver for every handle once (each resolved upstream or
     taken from Redis); returns the answer bodies. With ``new_connections``
@@ -385,17 +360,17 @@ def bench_hits(children: Children, work: Path, hierarchy: Hierarchy, args: argpa
     script = work / "cycle.lua"
     script.write_text(WRK_CYCLE % {"paths": ", ".join(f'"{handle_path(h)}"' for h in handles)})
     resolver_pids, bare_pids = [p.pid for p in resolvers], [p.pid for p in bares]
-    wrk = (args.connections, args.wrk_threads)
-    run_wrk(resolver_url, script, args.warmup, *wrk, resolver_pids)  # every worker gets every handle in memory
-    run_wrk(bare_url, script, args.warmup, *wrk, bare_pids)
+    connections, threads = args.connections, args.wrk_threads
+    run_wrk(resolver_url, script, args.warmup, connections, threads=threads, pids=resolver_pids)  # every worker gets every handle in memory
+    run_wrk(bare_url, script, args.warmup, connections, threads=threads, pids=bare_pids)
     pairs = []
     for run in range(args.runs):  # alternate which goes first
         if run % 2 == 0:
-            bare_run = run_wrk(bare_url, script, args.duration, *wrk, bare_pids)
-            node_run = run_wrk(resolver_url, script, args.duration, *wrk, resolver_pids)
+            bare_run = run_wrk(bare_url, script, args.duration, connections, threads=threads, pids=bare_pids)
+            node_run = run_wrk(resolver_url, script, args.duration, connections, threads=threads, pids=resolver_pids)
         else:
-            node_run = run_wrk(resolver_url, script, args.duration, *wrk, resolver_pids)
-            bare_run = run_wrk(bare_url, script, args.duration, *wrk, bare_pids)
+            node_run = run_wrk(resolver_url, script, args.duration, connections, threads=threads, pids=resolver_pids)
+            bare_run = run_wrk(bare_url, script, args.duration, connections, threads=threads, pids=bare_pids)
         pairs.append((node_run, bare_run))
         print(f"   run {run + 1}: resolver {node_run.rate:,.0f}/s ({node_run.cpu_us:.0f} us CPU a request),"
               f" bare aiohttp {bare_run.rate:,.0f}/s ({bare_run.cpu_us:.0f} us), ratio {node_run.rate / bare_run.rate:.2f}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
+import tomllib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -83,3 +84,20 @@ def client_for(args: Any) -> NodeClient:
         except (OSError, ssl.SSLError) as exc:
             raise CliError(f"cannot use CA certificate {cacert}: {exc}") from None
     return NodeClient(args.server, identity=identity, secret=secret, tls=tls)
+
+
+def read_config(path: str | None) -> dict[str, Any]:
+    """The parsed TOML settings file at ``path`` (``{}`` for None).
+
+    Raises:
+        CliError: unreadable, or not valid TOML.
+    """
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise CliError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"config file {path} is not valid TOML: {exc}") from None

@@ -6,7 +6,6 @@ import logging
 import os
 import ssl
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from idcore.errors import IdnodeError
 from idcore.settings import DATABASE_NAME, NodeSettings, SettingsError, build_settings
 from registry.node_setup import init_node
 from resolver.serve import run_node, tls_context
-from scripts.cli_common import CliError
+from scripts.cli_common import CliError, read_config
 
 
 async def init(args: Any) -> int:
@@ -36,15 +35,7 @@ async def init(args: Any) -> int:
 
 
 def load_settings(args: Any) -> NodeSettings:
-    toml: dict[str, Any] = {}
-    if args.config:
-        try:
-            with open(args.config, "rb") as f:
-                toml = tomllib.load(f)
-        except OSError as exc:
-            raise CliError(f"cannot read config file {args.config}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CliError(f"config file {args.config} is not valid TOML: {exc}") from None
+    toml = read_config(args.config)
     flags = {
         "data_dir": args.data_dir, "host": args.host, "port": args.port, "log_level": args.log_level,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key,

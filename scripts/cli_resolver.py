@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import time
-import tomllib
 from typing import Any
 
 import aiohttp
@@ -21,7 +20,13 @@ from idcore.settings import SettingsError
 from resolver.resolver_settings import ResolverSettings, build_resolver_settings
 from resolver.serve import run_resolver
 from resolver.walk import api_path
-from scripts.cli_common import EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from scripts.cli_common import (
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+    read_config,
+)
 
 #: Seconds ``idnode resolve`` waits for the resolver (which has its own
 #: budget per resolution, five seconds by default).
@@ -29,15 +34,7 @@ CLIENT_TIMEOUT_SECONDS = 30
 
 
 def load_resolver_settings(args: Any) -> ResolverSettings:
-    toml: dict[str, Any] = {}
-    if args.config:
-        try:
-            with open(args.config, "rb") as f:
-                toml = tomllib.load(f)
-        except OSError as exc:
-            raise CliError(f"cannot read config file {args.config}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CliError(f"config file {args.config} is not valid TOML: {exc}") from None
+    toml = read_config(args.config)
     flags = {
         "bootstrap": args.bootstrap, "host": args.host, "port": args.port, "redis_url": args.redis,
         "log_level": args.log_level,
