@@ -7,6 +7,8 @@ set -euo pipefail
 command -v curl >/dev/null || idnode_apt_install curl
 # redis-server: the Redis cache tier is tested against a real server the tests start
 command -v redis-server >/dev/null || idnode_apt_install redis-server
+# chromium: the record page is tested in a real (headless) browser, phone-sized
+command -v chromium >/dev/null || idnode_apt_install chromium
 idnode_venv test
 cd "$idnode_root"
 exec .venv/bin/python -m pytest "$@"
