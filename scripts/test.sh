@@ -9,6 +9,10 @@ command -v curl >/dev/null || idnode_apt_install curl
 command -v redis-server >/dev/null || idnode_apt_install redis-server
 # chromium: the record page is tested in a real (headless) browser, phone-sized
 command -v chromium >/dev/null || idnode_apt_install chromium
+# cairo (SVG labels are rasterised with cairosvg to be decoded) and a CJK font
+# (labels print Chinese product names)
+dpkg -s libcairo2 >/dev/null 2>&1 || idnode_apt_install libcairo2
+fc-list :lang=zh 2>/dev/null | grep -q . || idnode_apt_install fonts-wqy-zenhei
 idnode_venv test
 cd "$idnode_root"
 exec .venv/bin/python -m pytest "$@"
