@@ -14,15 +14,20 @@ from PIL import Image
 
 from qr.symbol import ModuleSize, Symbol
 
+#: bytes.translate table: module 1 (dark) to grey 0, module 0 (light) to 255.
+_MODULE_TO_GREY = bytes([255, 0]) + bytes(254)
+
 
 def symbol_image(symbol: Symbol, module: ModuleSize) -> Image.Image:
     """A 1-bit Pillow image of ``symbol``, ``module.dots`` pixels a module,
     its resolution recorded as ``module.dpi``."""
     size = symbol.modules
-    # one pixel a module (0 = black in mode "L"), then scaled up without smoothing
-    pixels = b"".join(bytes(255 * (1 - dark) for dark in row) for row in symbol.rows)
+    # one pixel a module (dark 1 -> 0 black, light 0 -> 255 white in mode "L"),
+    # scaled up without smoothing; no dithering, the pixels are already 0/255
+    pixels = b"".join(symbol.rows).translate(_MODULE_TO_GREY)
     small = Image.frombytes("L", (size, size), pixels)
-    full = small.resize((size * module.dots, size * module.dots), Image.Resampling.NEAREST).convert("1")
+    scaled = small.resize((size * module.dots, size * module.dots), Image.Resampling.NEAREST)
+    full = scaled.convert("1", dither=Image.Dither.NONE)
     full.info["dpi"] = (module.dpi, module.dpi)
     return full
 
