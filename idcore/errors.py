@@ -238,6 +238,15 @@ class StorageError(NodeError):
     http_status = 503
 
 
+class ServerTooBusy(IdnodeError):
+    """A bounded queue of this node is full (too much asked of it at once);
+    the request may be repeated shortly. Shedding load is not a failure, so
+    this is not a :class:`NodeError` and is not logged as one."""
+
+    response_code = ResponseCode.SERVER_TOO_BUSY
+    http_status = 503
+
+
 # --- another node's fault ----------------------------------------------------
 
 

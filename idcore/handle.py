@@ -33,6 +33,9 @@ _SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]+")
 _URL_SCHEME_RE = re.compile(r"(?i)https?://")
 _HDL_SCHEME_RE = re.compile(r"(?i)hdl:")
 _API_PATH_RE = re.compile(r"(?i)api/handles/")
+#: AIM symbology identifier (ISO/IEC 15424): "]", the symbology's letter
+#: (Q for QR Code) and a modifier character.
+_AIM_ID_RE = re.compile(r"\][A-Za-z][0-9A-Za-z]")
 
 
 class Handle:
@@ -174,33 +177,59 @@ def prefix_ancestors(prefix: str) -> list[str]:
     return out
 
 
-def parse(text: str) -> Handle:
+def parse(text: str, *, base_path: str = "") -> Handle:
     """Normalise any input form a scanner or user may send to a handle.
 
     Accepted forms: ``88.118.2/PRD-1``; ``hdl:88.118.2/PRD-1``;
     ``https://<resolver>/88.118.2/PRD-1`` and ``.../api/handles/<handle>``,
-    percent-encoded or not, with any query or fragment dropped. Surrounding
-    white space and trailing CR/LF are stripped, and scheme, host and prefix
-    are case-insensitive, so an upper-cased URL from a keyboard-wedge scanner
-    parses too (its suffix stays as scanned).
+    percent-encoded or not, with any query or fragment dropped. What
+    scanners put around a read is dropped: white space and CR/LF, control
+    characters framing it (STX/ETX, GS, a byte-order mark: nothing a handle
+    may hold at either end) and an AIM symbology identifier (``]Q1`` for a
+    QR code, sent by scanners set up to announce the symbology). Scheme,
+    host and prefix are case-insensitive, so an upper-cased URL from a
+    keyboard-wedge scanner parses too (its suffix stays as scanned: the
+    case it had on the label cannot be recovered).
+
+    ``base_path`` is the path of a resolver served below the root of its
+    host (``/id`` for ``https://example.cn/id``): in a URL whose path starts
+    with it (any case), the handle follows it.
 
     Raises:
         InvalidHandle: naming what is wrong with the input.
     """
     if not isinstance(text, str):
         raise InvalidHandle(f"a handle must be text, not {type(text).__name__}")
-    stripped = text.strip()
+    stripped = _unframe(text)
+    aim = _AIM_ID_RE.match(stripped)
+    if aim is not None:  # a handle cannot start with "]": this is the scanner's
+        stripped = _unframe(stripped[aim.end() :])
     if not stripped:
         raise InvalidHandle("empty input: expected a handle such as 88.118.2/PRD-1")
     if _URL_SCHEME_RE.match(stripped):
-        return Handle.from_text(_handle_from_url(stripped))
+        return Handle.from_text(_handle_from_url(stripped, base_path.strip("/")))
     if _HDL_SCHEME_RE.match(stripped):
         return Handle.from_text(stripped[4:])
     return Handle.from_text(stripped)
 
 
-def _handle_from_url(url: str) -> str:
-    """The percent-decoded handle in the path of a resolver URL."""
+def _unframe(text: str) -> str:
+    """``text`` without white space or non-printable characters at either end."""
+    start, end = 0, len(text)
+    while start < end and _framing(text[start]):
+        start += 1
+    while end > start and _framing(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _framing(ch: str) -> bool:
+    return ch.isspace() or not ch.isprintable()
+
+
+def _handle_from_url(url: str, base_path: str) -> str:
+    """The percent-decoded handle in the path of a resolver URL, after
+    ``base_path`` (no leading or trailing "/") when the path starts with it."""
     after_scheme = url[url.index("://") + 3 :]
     slash = after_scheme.find("/")
     if slash < 0 or slash == len(after_scheme) - 1:
@@ -212,6 +241,8 @@ def _handle_from_url(url: str) -> str:
         cut = path.find(mark)
         if cut >= 0:
             path = path[:cut]
+    if base_path and path[: len(base_path) + 1].lower() == base_path.lower() + "/":
+        path = path[len(base_path) + 1 :]
     api = _API_PATH_RE.match(path)
     if api is not None:
         path = path[api.end() :]

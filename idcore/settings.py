@@ -15,10 +15,12 @@ TOML layout::
     log_level = "info"
     tls_cert = "/etc/idnode/node.crt"   # both or neither: serve HTTPS
     tls_key = "/etc/idnode/node.key"
+    # the public resolver whose URL the node's QR codes carry (GET /qr/...)
+    resolver_url = "https://id.example.cn"
 
 Environment: ``IDNODE_DATA_DIR``, ``IDNODE_HOST``, ``IDNODE_PORT``,
 ``IDNODE_AUTO_ADMIN``, ``IDNODE_LOG_LEVEL``, ``IDNODE_TLS_CERT``,
-``IDNODE_TLS_KEY``.
+``IDNODE_TLS_KEY``, ``IDNODE_RESOLVER_URL``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 #: Name of the node's database file inside its data folder.
 DATABASE_NAME = "idnode.sqlite3"
@@ -37,6 +40,11 @@ DATABASE_NAME = "idnode.sqlite3"
 ADMIN_CREDENTIALS_NAME = "admin.json"
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+#: Resolver whose URL a node's QR codes carry unless configured: the demo's
+#: recursive node. The same as ``qr.payload.DEFAULT_RESOLVER_URL`` (the core
+#: imports nothing above it; a test keeps the two equal).
+DEFAULT_RESOLVER_URL = "http://127.0.0.1:8000"
 
 
 class SettingsError(ValueError):
@@ -56,6 +64,9 @@ class NodeSettings:
         tls_cert, tls_key: PEM certificate chain and private key; with
             both, the node serves HTTPS, so that secrets sent with HTTP
             Basic never cross a network in the clear.
+        resolver_url: base URL (``http(s)://host[:port][/path]``) of the
+            public resolver that the URL form of this node's QR codes
+            points phones to.
     """
 
     data_dir: Path = Path("idnode-data")
@@ -65,6 +76,7 @@ class NodeSettings:
     log_level: str = "info"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    resolver_url: str = DEFAULT_RESOLVER_URL
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -141,4 +153,22 @@ def _convert(key: str, raw: Any, source: str) -> Any:
         if level not in LOG_LEVELS:
             raise SettingsError(f"{source}: log level {raw!r} is not one of {', '.join(LOG_LEVELS)}")
         return level
+    if key == "resolver_url":
+        return _resolver_url(str(raw), source)
     return str(raw)
+
+
+def _resolver_url(url: str, source: str) -> str:
+    # The shape qr.payload.resolver_base accepts (which normalises it when a
+    # code is made); checked here so that a bad value names its source.
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if (
+        parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname
+        or parts.query or parts.fragment or "@" in parts.netloc
+    ):
+        raise SettingsError(f"{source}: resolver URL {url!r} must be http(s)://host[:port][/path]")
+    return url.strip()

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from idcore.handle import prefix_handle
-from idcore.settings import DATABASE_NAME
+from idcore.settings import DATABASE_NAME, DEFAULT_RESOLVER_URL
 from idcore.values import ALL_ADMIN_PERMISSIONS, AdminRef, HandleValue, ReservedIndex, ValueReference, ValueType
 from registry import batch
 from registry.memory_store import MemoryStore
@@ -123,6 +123,8 @@ class LocalHierarchy:
         ports: one per prefix; 0 (the default) picks free ports.
         admin_secret: the admin secret of in-memory nodes (SQLite nodes keep
             the one ``idnode init`` generated, in their ``admin.json``).
+        resolver_url: where the nodes' QR codes point phones (the demo's
+            recursive node).
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class LocalHierarchy:
         host: str = "127.0.0.1",
         ports: Sequence[int] | None = None,
         admin_secret: str | None = None,
+        resolver_url: str = DEFAULT_RESOLVER_URL,
     ) -> None:
         for parent, child in zip(prefixes, prefixes[1:]):
             if not child.upper().startswith(parent.upper() + "."):
@@ -144,6 +147,7 @@ class LocalHierarchy:
         if len(self.ports) != len(self.prefixes):
             raise ValueError("give one port per prefix")
         self.admin_secret = admin_secret or secrets.token_urlsafe(18)
+        self.resolver_url = resolver_url
         self.nodes: dict[str, LocalNode] = {}
         self._stack = AsyncExitStack()
 
@@ -186,7 +190,7 @@ class LocalHierarchy:
 
     async def _start(self, prefix: str, port: int) -> LocalNode:
         registry, secret = await self._open_registry(prefix, port)
-        runner = web.AppRunner(build_node_app(registry), access_log=None)
+        runner = web.AppRunner(build_node_app(registry, resolver_url=self.resolver_url), access_log=None)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, self.host, port, reuse_address=True)

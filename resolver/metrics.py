@@ -20,7 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 SOURCES = ("memory", "redis", "upstream", "stale")
 
 #: Front-end endpoints counted in requests.
-ENDPOINTS = ("api", "proxy")
+ENDPOINTS = ("api", "proxy", "qr", "scan")
 
 #: Upstream request latency buckets, seconds: loopback hops take a
 #: millisecond, WAN hops tens of milliseconds, the timeout one second.

@@ -8,6 +8,7 @@
 - ``GET /api/handles?prefix=P&page=&pageSize=``: list a prefix's handles.
 - ``GET /api/prefixes``: the prefixes homed here.
 - ``GET /{handle}``: the proxy form, a redirect to the record's URL.
+- ``GET /qr/{handle}.png`` and ``.svg``: its QR code (:mod:`resolver.qr_api`).
 """
 
 from __future__ import annotations
@@ -250,7 +251,8 @@ async def node_index(request: web.Request) -> web.StreamResponse:
         "node": "idnode",
         "prefixes": list(registry.homed_prefixes),
         "api": {"handles": "/api/handles/{handle}", "list": "/api/handles?prefix={prefix}",
-                "prefixes": "/api/prefixes", "batch": "/api/batch", "proxy": "/{handle}"},
+                "prefixes": "/api/prefixes", "batch": "/api/batch", "proxy": "/{handle}",
+                "qr": "/qr/{handle}.png | .svg"},
     }
     return json_object_reply(body, pretty=True)
 

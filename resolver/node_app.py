@@ -13,21 +13,27 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from idcore import limits
+from idcore.settings import DEFAULT_RESOLVER_URL
 from registry.service import Registry
 from registry.sqlite_store import SqliteStore
 from resolver import batch_api, node_api
 from resolver.node_api import REGISTRY, method_not_allowed
+from resolver.qr_api import add_qr_routes, node_record_check
 
 
-def build_node_app(registry: Registry) -> web.Application:
-    """An application serving ``registry`` (opened and closed by the caller)."""
+def build_node_app(registry: Registry, *, resolver_url: str = DEFAULT_RESOLVER_URL) -> web.Application:
+    """An application serving ``registry`` (opened and closed by the caller).
+
+    ``resolver_url`` is the public resolver the URL form of the node's QR
+    codes points to.
+    """
     app = web.Application(client_max_size=limits.MAX_RECORD_BODY_BYTES)
     app[REGISTRY] = registry
-    add_node_routes(app)
+    add_node_routes(app, resolver_url)
     return app
 
 
-def add_node_routes(app: web.Application) -> None:
+def add_node_routes(app: web.Application, resolver_url: str = DEFAULT_RESOLVER_URL) -> None:
     router = app.router
     handles = router.add_resource("/api/handles")
     handles.add_route("GET", node_api.list_handles)
@@ -45,14 +51,22 @@ def add_node_routes(app: web.Application) -> None:
     batch.add_route("*", method_not_allowed("POST"))
     router.add_route("*", "/api/{tail:.*}", node_api.unknown_api)
     router.add_get("/", node_api.node_index)
+    add_qr_routes(app, check=node_record_check, resolver_url=resolver_url)
     proxy = router.add_resource("/{handle:.+}")
     proxy.add_route("GET", node_api.proxy)
     proxy.add_route("*", method_not_allowed("GET"))
 
 
-def node_app(database: Path, *, auto_admin: bool = True) -> web.Application:
+def node_app(
+    database: Path, *, auto_admin: bool = True, resolver_url: str = DEFAULT_RESOLVER_URL
+) -> web.Application:
     """An application that opens the SQLite store at ``database`` on start-up
-    and closes it, after the last request, on shutdown."""
+    and closes it, after the last request, on shutdown; ``resolver_url`` as
+    for :func:`build_node_app`.
+
+    Raises:
+        InvalidValue: ``resolver_url`` is not an http(s) base URL.
+    """
     app = web.Application(client_max_size=limits.MAX_RECORD_BODY_BYTES)
 
     async def open_registry(app: web.Application) -> AsyncIterator[None]:
@@ -63,5 +77,5 @@ def node_app(database: Path, *, auto_admin: bool = True) -> web.Application:
             yield
 
     app.cleanup_ctx.append(open_registry)
-    add_node_routes(app)
+    add_node_routes(app, resolver_url)
     return app

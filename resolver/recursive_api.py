@@ -13,6 +13,9 @@
 - ``GET /resolve?handle=TEXT``: any input form (``hdl:``, resolver URL,
   scanner text), normalised, redirected to the proxy form.
 - ``POST /api/cache/flush?handle=H`` or ``?prefix=P``: forget cached entries.
+- ``POST /api/scan`` (:mod:`resolver.scan_api`): whatever a scanner read,
+  as text or a picture, normalised and resolved.
+- ``GET /qr/{handle}.png`` and ``.svg`` (:mod:`resolver.qr_api`).
 - ``GET /metrics`` (Prometheus text), ``GET /healthz`` (JSON).
 """
 
@@ -82,8 +85,13 @@ def counted(handler: Handler) -> Handler:
     return wrapped
 
 
-async def _lookup(request: web.Request, handle: Handle, *, authoritative: bool = False, trace: bool = False) -> Result:
-    """Resolve, counting the answer's source."""
+async def lookup(request: web.Request, handle: Handle, *, authoritative: bool = False, trace: bool = False) -> Result:
+    """Resolve ``handle`` (a fresh in-process entry first), counting the
+    answer's source. The entry is ANSWER or NOT_FOUND.
+
+    Raises:
+        UpstreamError: no answer could be had (see RecursiveResolver.resolve).
+    """
     resolver = request.app[RESOLVER]
     if not (authoritative or trace):
         entry = resolver.fresh_hit(handle.key)
@@ -157,7 +165,7 @@ async def _get_handle(request: web.Request) -> web.StreamResponse:
     text = request.match_info["handle"]
     handle = path_handle(text)
     if not request.query_string:
-        result = await _lookup(request, handle)
+        result = await lookup(request, handle)
         entry = result.entry
         if entry.kind is EntryKind.ANSWER and result.source != "stale":
             return web.Response(
@@ -168,7 +176,7 @@ async def _get_handle(request: web.Request) -> web.StreamResponse:
     trace = flag(query, "trace")
     options = ReadOptions.of(request)
     try:
-        result = await _lookup(request, handle, authoritative=flag(query, "auth"), trace=trace)
+        result = await lookup(request, handle, authoritative=flag(query, "auth"), trace=trace)
     except IdnodeError as exc:
         if not trace:
             raise
@@ -224,7 +232,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     request.app[METRICS].requests["proxy"] += 1
     text = request.match_info["handle"]
     handle = path_handle(text)
-    result = await _lookup(request, handle)
+    result = await lookup(request, handle)
     entry = result.entry
     html_wanted = _wants_html(request)
     stale = result.source == "stale"
@@ -274,6 +282,8 @@ async def index(request: web.Request) -> web.StreamResponse:
             "handles": "/api/handles/{handle}[?auth=true|trace=true]",
             "proxy": "/{handle}[?noredirect]",
             "flush": "POST /api/cache/flush?handle={handle} | ?prefix={prefix}",
+            "scan": "POST /api/scan (scanned text, or a picture of a code)",
+            "qr": "/qr/{handle}.png | .svg [?level=&dpi=&module=|size=&form=url|handle]",
             "metrics": "/metrics",
             "health": "/healthz",
         },

@@ -16,9 +16,11 @@ from cache.memory import MemoryCache
 from resolver import recursive_api
 from resolver.metrics import ResolverMetrics
 from resolver.node_api import method_not_allowed, unknown_api
+from resolver.qr_api import add_qr_routes, resolver_record_check
 from resolver.recursive import RecursiveResolver
 from resolver.recursive_api import METRICS, RESOLVER, SETTINGS
 from resolver.resolver_settings import ResolverSettings
+from resolver.scan_api import add_scan_routes
 from resolver.upstream import HttpTransport
 
 
@@ -74,11 +76,13 @@ def recursive_app(settings: ResolverSettings) -> web.Application:
     flush = router.add_resource("/api/cache/flush")
     flush.add_route("POST", recursive_api.flush)
     flush.add_route("*", method_not_allowed("POST"))
+    add_scan_routes(app)
     router.add_route("*", "/api/{tail:.*}", unknown_api)
     router.add_get("/metrics", recursive_api.metrics)
     router.add_get("/healthz", recursive_api.healthz)
     router.add_get("/resolve", recursive_api.resolve_form)
     router.add_get("/", recursive_api.index)
+    add_qr_routes(app, check=resolver_record_check, resolver_url=settings.public_url)
     proxy = router.add_resource("/{handle:.+}")
     proxy.add_route("GET", recursive_api.proxy)
     proxy.add_route("*", method_not_allowed("GET"))

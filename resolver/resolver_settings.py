@@ -20,6 +20,12 @@ TOML layout::
     stale_window = 3600
     memory_max_entries = 200000
     memory_max_bytes = 268435456
+    # the URL phones reach this node at, which QR codes made here carry
+    # (GET /qr/...); unset, it is taken from each request (scheme + Host),
+    # which is wrong behind a TLS-terminating proxy: set it in production
+    public_url = "https://id.example.cn"
+
+Environment: ``IDNODE_RESOLVER_<KEY>`` for each key (``IDNODE_RESOLVER_PUBLIC_URL``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from idcore import limits
 from idcore.errors import InvalidValue
 from idcore.settings import SettingsError
 from idcore.site import Interface, Server, Site
+from qr.payload import resolver_base
 
 #: Port a recursive node listens on unless told otherwise.
 DEFAULT_RESOLVER_PORT = 8080
@@ -77,6 +84,9 @@ class ResolverSettings:
         policy: TTL caps, negative TTL, stale window, prefetch.
         memory_max_entries, memory_max_bytes: bounds of the in-process tier.
         request_timeout, time_budget: per upstream request, per resolution.
+        public_url: base URL (``http(s)://host[:port][/path]``, stored
+            normalised) that the URL form of QR codes made here carries;
+            None takes it from each request's scheme and Host header.
     """
 
     bootstrap: tuple[Site, ...]
@@ -90,8 +100,14 @@ class ResolverSettings:
     request_timeout: float = limits.UPSTREAM_REQUEST_TIMEOUT_SECONDS
     time_budget: float = limits.RESOLUTION_TIME_BUDGET_SECONDS
     log_level: str = "info"
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
+        if self.public_url is not None:
+            try:
+                object.__setattr__(self, "public_url", resolver_base(self.public_url))
+            except InvalidValue as exc:
+                raise SettingsError(f"public_url: {exc.message}") from None
         if not self.bootstrap:
             raise SettingsError("a recursive node needs at least one bootstrap (top-level) server")
         if not 0 < self.request_timeout <= self.time_budget:
@@ -111,6 +127,7 @@ _PLAIN_KEYS = {
     "request_timeout": float,
     "time_budget": float,
     "log_level": str,
+    "public_url": str,
 }
 
 

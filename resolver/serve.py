@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from idcore.settings import DEFAULT_RESOLVER_URL
 from resolver.node_app import node_app
 from resolver.recursive_app import recursive_app
 from resolver.resolver_settings import ResolverSettings
@@ -53,11 +54,17 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 def run_node(
-    database: Path, *, host: str, port: int, auto_admin: bool = True, tls: ssl.SSLContext | None = None
+    database: Path,
+    *,
+    host: str,
+    port: int,
+    auto_admin: bool = True,
+    tls: ssl.SSLContext | None = None,
+    resolver_url: str = DEFAULT_RESOLVER_URL,
 ) -> None:
     """Serve the node whose store is ``database`` until interrupted (SIGINT,
     SIGTERM), then close the store after the last request. With ``tls``
-    the node speaks HTTPS.
+    the node speaks HTTPS; its QR codes point phones to ``resolver_url``.
 
     Raises:
         OSError: the address cannot be bound.
@@ -67,7 +74,7 @@ def run_node(
             "serving plain HTTP on %s: secrets sent with HTTP Basic cross the network in the clear;"
             " set tls_cert and tls_key to serve HTTPS", host
         )
-    app = node_app(database, auto_admin=auto_admin)
+    app = node_app(database, auto_admin=auto_admin, resolver_url=resolver_url)
     tune_garbage_collector()
     web.run_app(app, host=host, port=port, ssl_context=tls, access_log=None, print=None)
 

@@ -35,7 +35,11 @@ async def run(args: Any) -> int:
         shutil.rmtree(data)
     ports = [args.port + 1 + i for i in range(len(DEFAULT_PREFIXES))]
     try:
-        async with LocalHierarchy(DEFAULT_PREFIXES, data_dir=data, host=args.host, ports=ports) as hierarchy:
+        host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
+        resolver_url = f"http://{host}:{args.port}"  # the nodes' QR codes point to the demo's resolver
+        async with LocalHierarchy(
+            DEFAULT_PREFIXES, data_dir=data, host=args.host, ports=ports, resolver_url=resolver_url
+        ) as hierarchy:
             await hierarchy.register_samples(args.samples)
             flags = {"bootstrap": hierarchy.top.url, "host": args.host, "port": args.port, "redis_url": args.redis}
             try:
@@ -46,7 +50,7 @@ async def run(args: Any) -> int:
             await runner.setup()
             try:
                 await web.TCPSite(runner, args.host, args.port, reuse_address=True).start()
-                _explain(hierarchy, f"http://{args.host}:{args.port}", args)
+                _explain(hierarchy, resolver_url, args)
                 tune_garbage_collector()
                 await _until_stopped()
             finally:
@@ -85,6 +89,8 @@ def _explain(hierarchy: LocalHierarchy, resolver: str, args: Any) -> None:
         f"  .venv/bin/idnode resolve {first} --trace --resolver {resolver}",
         f"  open {resolver}/{first} in a browser (the product page; fits a phone)",
         f"  curl -si {resolver}/{with_url}        (302 to its URL value)",
+        f"  curl -s {resolver}/qr/{first}.png -o code.png   (its QR code; ?level=H&dpi=600&size=20, .svg)",
+        f"  curl -s -H 'Content-Type: text/plain' --data-binary '{resolver.upper()}/{first}' {resolver}/api/scan",
         f"  curl -s {resolver}/metrics   and   curl -s {resolver}/healthz",
         "",
         "Ctrl-C stops the demo; its data stays in " + args.data + " (--fresh starts over).",

@@ -62,7 +62,10 @@ def serve(args: Any) -> int:
     scheme = "https" if tls else "http"
     print(f"idnode serving {settings.data_dir} on {scheme}://{settings.host}:{settings.port}/ (Ctrl-C stops)", flush=True)
     try:
-        run_node(settings.database, host=settings.host, port=settings.port, auto_admin=settings.auto_admin, tls=tls)
+        run_node(
+            settings.database, host=settings.host, port=settings.port, auto_admin=settings.auto_admin, tls=tls,
+            resolver_url=settings.resolver_url,
+        )
     except OSError as exc:
         raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     return 0

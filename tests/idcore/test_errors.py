@@ -39,6 +39,7 @@ def test_values_not_found_is_a_successful_lookup():
         (errors.RequestTooLarge, 4, 413),
         (errors.UnsupportedMediaType, 4, 415),
         (errors.StorageError, 2, 503),
+        (errors.ServerTooBusy, 3, 503),
     ],
 )
 def test_each_error_carries_its_code_and_status(cls, code, status):

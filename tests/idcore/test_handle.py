@@ -23,6 +23,14 @@ from idcore.handle import Handle, parse, prefix_ancestors, prefix_handle, prefix
         "  88.118.2/PRD-2024-000123 \n",
         "HTTPS://RESOLVER.EXAMPLE.CN/88.118.2/PRD-2024-000123\r",
         "HTTPS://RESOLVER.EXAMPLE.CN/API/HANDLES/88.118.2/PRD-2024-000123",
+        # scanner framing: AIM symbology identifiers, STX/ETX, a byte-order
+        # mark, an ideographic space from a Chinese input method, a tab
+        "]Q188.118.2/PRD-2024-000123",
+        "]Q1HTTPS://RESOLVER.EXAMPLE.CN/88.118.2/PRD-2024-000123\r\n",
+        " ]Q3 hdl:88.118.2/PRD-2024-000123",
+        "\x02hdl:88.118.2/PRD-2024-000123\x03",
+        "\ufeff88.118.2/PRD-2024-000123",
+        "\u300088.118.2/PRD-2024-000123\t",
     ],
 )
 def test_every_input_form_normalises_to_the_handle(text):
@@ -76,6 +84,9 @@ def test_errors_name_the_character_and_its_position(text, fragment, position):
     [
         ("", "empty input"),
         ("   \r\n", "empty input"),
+        ("\x02\x03\r\n", "empty input"),
+        ("]Q1\r\n", "empty input"),
+        ("]Q1]Q188.1/x", "not allowed in a prefix|numeric national code"),
         ("88.118.2", "no '/'"),
         ("/PRD-1", "prefix is empty"),
         ("88.118.2/", "suffix is empty"),
@@ -125,3 +136,21 @@ def test_handles_are_immutable():
 def test_prefix_hierarchy_helpers():
     assert prefix_ancestors("88.118.2") == ["88.118.2", "88.118", "88"]
     assert prefix_ancestors("88") == ["88"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://example.cn/id/88.118.2/PRD-1",
+        "HTTPS://EXAMPLE.CN/ID/88.118.2/PRD-1\r\n",
+        "https://example.cn/id/api/handles/88.118.2/PRD-1",
+        "https://example.cn/88.118.2/PRD-1",  # the same resolver at the root still parses
+    ],
+)
+def test_a_resolver_below_the_root_of_its_host_is_read_past_its_path(text):
+    assert parse(text, base_path="/id/").to_text() == "88.118.2/PRD-1"
+
+
+def test_without_the_base_path_its_segment_is_not_a_prefix():
+    with pytest.raises(InvalidHandle, match="numeric national code"):
+        parse("https://example.cn/id/88.118.2/PRD-1")

@@ -44,3 +44,17 @@ def test_settings_are_frozen():
 def test_bad_settings_name_their_source(toml, env, fragment):
     with pytest.raises(SettingsError, match=fragment):
         build_settings(toml, env)
+
+
+def test_resolver_url_defaults_to_the_qr_payload_default_and_comes_from_toml_or_environment():
+    from qr.payload import DEFAULT_RESOLVER_URL  # the core cannot import qr; the two must agree
+
+    assert NodeSettings().resolver_url == DEFAULT_RESOLVER_URL
+    assert build_settings({"node": {"resolver_url": "https://id.example.cn"}}).resolver_url == "https://id.example.cn"
+    assert build_settings(env={"IDNODE_RESOLVER_URL": "http://10.0.0.9:8080/id"}).resolver_url == "http://10.0.0.9:8080/id"
+
+
+@pytest.mark.parametrize("url", ["ftp://x.cn", "https://", "https://x.cn/#top", "https://u:p@x.cn", "http://x.cn:port"])
+def test_a_bad_resolver_url_names_its_source(url):
+    with pytest.raises(SettingsError, match="environment IDNODE_RESOLVER_URL: resolver URL"):
+        build_settings(env={"IDNODE_RESOLVER_URL": url})

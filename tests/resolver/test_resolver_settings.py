@@ -50,3 +50,17 @@ def test_bad_settings_name_the_problem(toml, flags, message):
 def test_site_from_urls_numbers_servers():
     site = site_from_urls(["http://127.0.0.1:1", "http://127.0.0.2:2"], primary=False)
     assert [s.server_id for s in site.servers] == [1, 2] and not site.primary
+
+
+def test_public_url_comes_from_toml_or_environment_normalised():
+    toml = {"resolver": {"bootstrap": ["http://127.0.0.1:1"], "public_url": "HTTPS://ID.Example.CN/"}}
+    assert build_resolver_settings(toml).public_url == "https://id.example.cn"
+    env = {"IDNODE_RESOLVER_PUBLIC_URL": "http://Example.cn:8080/id/"}
+    assert build_resolver_settings(toml, env).public_url == "http://example.cn:8080/id"
+    assert build_resolver_settings(flags={"bootstrap": "http://127.0.0.1:1"}).public_url is None
+
+
+@pytest.mark.parametrize("url", ["ftp://example.cn", "https://example.cn/?q=1", "https://user@example.cn", "example.cn"])
+def test_a_bad_public_url_is_refused(url):
+    with pytest.raises(SettingsError, match="public_url"):
+        build_resolver_settings(flags={"bootstrap": "http://127.0.0.1:1", "public_url": url})
