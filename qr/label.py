@@ -67,6 +67,7 @@ __all__ = [
     "find_font",
     "label_lines",
     "label_png",
+    "one_line",
     "render_label",
 ]
 
@@ -200,10 +201,12 @@ class LabelLayout:
         return px * MM_PER_INCH / self.module.dpi
 
 
-def _clean(text: str) -> str:
-    """``text`` on one line: white space runs as one space, other
+def one_line(text: str) -> str:
+    """``text`` as one printable line: white space runs as one space, other
     unprintable characters dropped, at most MAX_LINE_CHARS."""
-    text = " ".join("".join(ch for ch in part if ch.isprintable()) for part in text.split())
+    text = " ".join(text.split())
+    if not text.isprintable():  # rare: checked per character only then
+        text = "".join(ch for ch in text if ch.isprintable())
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + ELLIPSIS
 
 
@@ -220,8 +223,8 @@ def label_lines(values: list[dict]) -> list[str]:
         if not isinstance(data, dict) or data.get("format") != "string":
             continue
         kind, text = value.get("type"), data.get("value")
-        if isinstance(kind, str) and isinstance(text, str) and _clean(text):
-            by_type.setdefault(kind.upper(), _clean(text))
+        if isinstance(kind, str) and isinstance(text, str) and one_line(text):
+            by_type.setdefault(kind.upper(), one_line(text))
     picked = (next((by_type[kind] for kind in kinds if kind in by_type), None) for kinds in LINE_FIELDS)
     return [text for text in picked if text is not None]
 
@@ -311,7 +314,7 @@ def render_label(
         FontMissing: no font for the handle or lines, or one lacking glyphs
             for their characters.
     """
-    handle_text = _clean(handle_text)
+    handle_text = one_line(handle_text)
     if not handle_text:
         raise InvalidValue("a label's handle text cannot be empty")
     symbol = make_symbol(payload, layout.level)
@@ -365,7 +368,7 @@ def _draw_text(
         )
     runs = [handle]
     used = handle.height
-    texts = [text for text in map(_clean, lines) if text]
+    texts = [text for text in map(one_line, lines) if text]
     face = _line_face(layout) if texts else None
     for text in texts:
         require_glyphs(face, text)

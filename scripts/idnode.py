@@ -4,7 +4,8 @@ Node commands: ``init`` (data folder, database, first admin identity) and
 ``serve``; ``resolver`` serves a recursive node; ``demo`` runs a whole
 hierarchy and a recursive node on loopback. Client commands, against any
 node's REST API: ``put``, ``get``, ``delete``, ``list``, ``batch``; against a
-recursive node: ``resolve``, ``flush``.
+recursive node: ``resolve``, ``flush``. ``qr``: QR codes and labels, one
+(``idnode qr HANDLE``) or a batch, and reading them back.
 
 Exit codes: 0 done; 1 the node refused (its message is printed); 2 bad
 usage; 3 the node could not be reached; 4 bad local input (a file, a
@@ -19,7 +20,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from scripts import cli_batch, cli_client, cli_demo, cli_node, cli_resolver
+from scripts import cli_batch, cli_client, cli_demo, cli_node, cli_qr, cli_resolver
 from scripts.cli_common import CliError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -133,11 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("file", help="NDJSON file, one operation per line; - for stdin")
     batch.add_argument("--errors", metavar="FILE", help="write every refused line's result here")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    cli_qr.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(cli_qr.implicit_label(sys.argv[1:] if argv is None else argv))
     try:
         outcome = args.run(args)
         if asyncio.iscoroutine(outcome):
