@@ -58,6 +58,13 @@ class MemoryStore(Store):
         # Sequence numbers start at 1 and have no gaps here, so seq n is at n-1.
         return self._journal[after : after + limit]
 
+    async def last_seq(self) -> int:
+        return len(self._journal)
+
+    async def scan_records(self, *, after: str = "", limit: int) -> list[tuple[str, str, bytes]]:
+        start = bisect.bisect_right(self._sorted_keys, after)
+        return [(k, self._records[k].handle, self._records[k].blob) for k in self._sorted_keys[start : start + limit]]
+
     async def transact(self, fn: Callable[[Txn], T]) -> T:
         txn = Txn(self._load)
         result = fn(txn)

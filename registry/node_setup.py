@@ -13,19 +13,30 @@ the secret in the clear.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import orjson
 
-from idcore.errors import IdnodeError, InvalidValue
+from idcore.errors import HandleNotFound, IdnodeError, InvalidValue
 from idcore.handle import check_prefix, prefix_handle
 from idcore.settings import ADMIN_CREDENTIALS_NAME, DATABASE_NAME
 from idcore.site import Interface, Server, Site
-from idcore.values import ALL_ADMIN_PERMISSIONS, PRIVATE_PERMISSIONS, AdminRef, HandleValue, ReservedIndex, ValueType
+from idcore.values import (
+    ALL_ADMIN_PERMISSIONS,
+    PRIVATE_PERMISSIONS,
+    AdminRef,
+    HandleValue,
+    ReservedIndex,
+    ValueReference,
+    ValueType,
+)
+from registry.node_key import node_key
 from registry.service import Registry
 from registry.sqlite_store import SqliteStore
 
@@ -97,6 +108,7 @@ async def init_node(
         # between leaves a file to delete, never a node nobody can administer.
         _write_private(credentials_file, orjson.dumps({"identity": identity, "secret": secret}) + b"\n")
         await registry.home_prefix(prefix, prefix_record_values(prefix, secret.encode("utf-8"), site))
+    node_key(data_dir)  # the node's signing key (node_key.pem), made once
     return InitResult(prefix, identity, secret, credentials_file, database)
 
 
@@ -111,3 +123,39 @@ def _write_private(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(partial, path)
+
+
+def mirror_site_for(address: str, port: int) -> Site:
+    """A mirror's site (``primarySite`` false): resolvers ask it only when
+    the primary sites do not answer."""
+    return dataclasses.replace(site_for(address, port), primary=False)
+
+
+def next_site_index(used: Iterable[int]) -> int:
+    """The index for another HS_SITE value in a prefix record: the first free
+    one after :data:`SITE_INDEX` (admin and secret indexes are far above)."""
+    taken = set(used)
+    index = SITE_INDEX + 1
+    while index in taken:
+        index += 1
+    return index
+
+
+async def add_mirror_site(
+    registry: Registry, prefix: str, address: str, port: int, identity: ValueReference | None
+) -> int:
+    """Add a mirror site (``address``:``port``) to the ``0.NA/<prefix>`` record
+    at ``registry``'s node: the prefix record at the primary, or the
+    delegation record at the parent. Returns the new value's index.
+
+    Raises:
+        HandleNotFound: no such record here; the authorisation errors of a write.
+    """
+    record_handle = prefix_handle(prefix)
+    record = await registry.store.get(record_handle.key)
+    if record is None:
+        raise HandleNotFound(f"{record_handle} does not exist here", handle=record_handle.to_text())
+    index = next_site_index(v.index for v in record.values())
+    value = HandleValue(index, ValueType.HS_SITE, mirror_site_for(address, port))
+    await registry.add_values(record_handle, [value], identity, overwrite=False)
+    return index

@@ -203,6 +203,13 @@ class SqliteStore(Store):
         )
         return [JournalEntry(*row) for row in rows]
 
+    async def last_seq(self) -> int:
+        rows = await self._scan("SELECT coalesce(max(seq), 0) FROM journal", ())
+        return rows[0][0]
+
+    async def scan_records(self, *, after: str = "", limit: int) -> list[tuple[str, str, bytes]]:
+        return await self._scan("SELECT key, handle, vals FROM handles WHERE key > ? ORDER BY key LIMIT ?", (after, limit))
+
     # --- writes --------------------------------------------------------------
 
     async def transact(self, fn: Callable[[Txn], T]) -> T:

@@ -173,6 +173,15 @@ class Store(abc.ABC):
         """Journal entries with sequence numbers above ``after``, in order."""
 
     @abc.abstractmethod
+    async def last_seq(self) -> int:
+        """The highest journal sequence number, 0 if nothing was journaled."""
+
+    @abc.abstractmethod
+    async def scan_records(self, *, after: str = "", limit: int) -> list[tuple[str, str, bytes]]:
+        """Up to ``limit`` ``(key, handle, blob)`` of every prefix, in key
+        order, after key ``after``: one pass over all records (backups)."""
+
+    @abc.abstractmethod
     async def transact(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in a write transaction and commit it durably.
 

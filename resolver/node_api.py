@@ -251,7 +251,8 @@ async def node_index(request: web.Request) -> web.StreamResponse:
         "node": "idnode",
         "prefixes": list(registry.homed_prefixes),
         "api": {"handles": "/api/handles/{handle}", "list": "/api/handles?prefix={prefix}",
-                "prefixes": "/api/prefixes", "batch": "/api/batch", "proxy": "/{handle}",
+                "prefixes": "/api/prefixes", "batch": "/api/batch", "journal": "/api/journal?after={seq}",
+                "proxy": "/{handle}",
                 "qr": "/qr/{handle}.png | .svg"},
     }
     return json_object_reply(body, pretty=True)

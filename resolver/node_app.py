@@ -8,7 +8,7 @@ store itself and closes it on shutdown.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -16,7 +16,7 @@ from idcore import limits
 from idcore.settings import DEFAULT_RESOLVER_URL
 from registry.service import Registry
 from registry.sqlite_store import SqliteStore
-from resolver import batch_api, node_api
+from resolver import batch_api, journal_api, node_api
 from resolver.node_api import REGISTRY, method_not_allowed
 from resolver.qr_api import add_qr_routes, node_record_check
 
@@ -33,7 +33,14 @@ def build_node_app(registry: Registry, *, resolver_url: str = DEFAULT_RESOLVER_U
     return app
 
 
-def add_node_routes(app: web.Application, resolver_url: str = DEFAULT_RESOLVER_URL) -> None:
+def add_node_routes(
+    app: web.Application,
+    resolver_url: str = DEFAULT_RESOLVER_URL,
+    *,
+    extra_api: Callable[[web.UrlDispatcher], None] | None = None,
+) -> None:
+    """The node's routes; ``extra_api`` adds ``/api/...`` routes of its own
+    (a mirror's status) before the catch-all answering unknown endpoints."""
     router = app.router
     handles = router.add_resource("/api/handles")
     handles.add_route("GET", node_api.list_handles)
@@ -49,6 +56,11 @@ def add_node_routes(app: web.Application, resolver_url: str = DEFAULT_RESOLVER_U
     batch = router.add_resource("/api/batch")
     batch.add_route("POST", batch_api.post_batch)
     batch.add_route("*", method_not_allowed("POST"))
+    journal = router.add_resource("/api/journal")
+    journal.add_route("GET", journal_api.get_journal)
+    journal.add_route("*", method_not_allowed("GET"))
+    if extra_api is not None:
+        extra_api(router)
     router.add_route("*", "/api/{tail:.*}", node_api.unknown_api)
     router.add_get("/", node_api.node_index)
     add_qr_routes(app, check=node_record_check, resolver_url=resolver_url)

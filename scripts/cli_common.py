@@ -51,9 +51,9 @@ def node_errors() -> Iterator[None]:
         raise CliError(exc.message, EXIT_LOCAL) from None
 
 
-def credentials(args: Any) -> tuple[str | None, str | None]:
-    """The identity and secret for a client command, from flags, environment
-    or an ``admin.json`` written by ``idnode init``."""
+def explicit_credentials(args: Any) -> tuple[str | None, str | None]:
+    """The identity and secret given by ``--id``/``--secret-file`` or the
+    ``IDNODE_ID``/``IDNODE_SECRET``/``IDNODE_SECRET_FILE`` environment."""
     identity = args.identity or os.environ.get("IDNODE_ID")
     secret = os.environ.get("IDNODE_SECRET")
     secret_file = args.secret_file or os.environ.get("IDNODE_SECRET_FILE")
@@ -62,6 +62,13 @@ def credentials(args: Any) -> tuple[str | None, str | None]:
             secret = Path(secret_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise CliError(f"cannot read secret file {secret_file}: {exc.strerror}") from None
+    return identity, secret
+
+
+def credentials(args: Any) -> tuple[str | None, str | None]:
+    """The identity and secret for a client command, from flags, environment
+    or an ``admin.json`` written by ``idnode init``."""
+    identity, secret = explicit_credentials(args)
     if identity and secret:
         return identity, secret
     path = Path(args.credentials) if args.credentials else DEFAULT_CREDENTIALS

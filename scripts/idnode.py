@@ -20,7 +20,8 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from scripts import cli_batch, cli_client, cli_demo, cli_node, cli_qr, cli_resolver
+from scripts import cli_backup, cli_batch, cli_client, cli_demo, cli_node, cli_qr, cli_resolver
+from scripts import cli_mirror
 from scripts.cli_common import CliError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
 
     cli_qr.add_parser(commands)
+    cli_backup.add_parser(commands)
+    cli_mirror.add_parsers(commands, DEFAULT_SERVER)
     return parser
 
 

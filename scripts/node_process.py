@@ -4,6 +4,7 @@ benchmarks."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -87,3 +88,42 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class MirrorProcess(NodeProcess):
+    """``idnode mirror`` of ``primary`` on ``data_dir``; start(), kill(), stop().
+
+    Ready once ``GET /api/mirror`` answers; :meth:`status` reads it.
+    """
+
+    def __init__(self, data_dir: Path, primary: str, *, batch: int | None = None, port: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.primary = primary
+        self.batch = batch
+
+    def start(self) -> MirrorProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / f"mirror-{self.port}.log"
+        batch = ["--batch", str(self.batch)] if self.batch else []
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [*IDNODE, "mirror", "--primary", self.primary, "--data", str(self.data_dir), "--port", str(self.port),
+                 "--poll", "0.05", *batch],
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mirror exited with {self.process.returncode}; see {log}")
+            try:
+                self.status()
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"mirror did not answer on {self.url} within {START_TIMEOUT}s")
+
+    def status(self) -> dict:
+        """The mirror's ``GET /api/mirror`` reply."""
+        with urllib.request.urlopen(self.url + "/api/mirror", timeout=2) as reply:
+            return json.loads(reply.read())

@@ -196,3 +196,25 @@ async def test_sqlite_refuses_writes_after_close(tmp_path):
     await store.close()
     with pytest.raises(StorageError, match="closed"):
         await store.transact(lambda txn: None)
+
+
+async def test_scan_records_pages_every_prefix_in_key_order(store):
+    keys = ["88.1/b", "88.1/a", "88.10/x", "88.1.2/y", "88/z"]
+
+    def write(txn):
+        for key in keys:
+            txn.put(key, rec(key, key.encode()), Op.CREATE, None)
+
+    await store.transact(write)
+    first = await store.scan_records(limit=3)
+    assert first == [(k, k, k.encode()) for k in sorted(keys)[:3]]
+    rest = await store.scan_records(after=first[-1][0], limit=10)
+    assert [k for k, _, _ in rest] == sorted(keys)[3:]
+    assert await store.scan_records(after=sorted(keys)[-1], limit=10) == []
+
+
+async def test_last_seq_is_the_highest_journal_number(store):
+    assert await store.last_seq() == 0
+    await store.transact(lambda txn: txn.put("88.1/A", rec("88.1/A"), Op.CREATE, None))
+    await store.transact(lambda txn: txn.delete("88.1/A", "88.1/A", None))
+    assert await store.last_seq() == 2 == (await store.journal())[-1].seq

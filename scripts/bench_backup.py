@@ -1,0 +1,129 @@
+"""Benchmark backups: FULL backup and restore throughput in records/s.
+
+Builds one source node of ``--records`` typical product identifiers
+(written straight through ``SqliteStore.transact``, 10,000 records a
+transaction, records encoded with ``registry.records.encode_record``), then
+prints, each as the median of ``--runs`` runs:
+
+1. FULL backup (scan, NDJSON, encrypt, hash, sign; parts fsynced) records/s;
+2. restore of that archive into a fresh SQLite node (``synchronous=FULL``,
+   as a served node runs; decrypt, check, write) records/s,
+
+and checks once that the restored node's digest equals the source's.
+Not a test: figures depend on the machine (and its disk).
+
+    .venv/bin/python scripts/bench_backup.py [--records 1000000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from idcore.values import HandleValue
+from registry.backup.archive import DEFAULT_VOLUME_BYTES
+from registry.backup.create import create_backup
+from registry.backup.digest import records_digest
+from registry.backup.manifest import FULL
+from registry.backup.restore import restore_archives
+from registry.records import encode_record
+from registry.sqlite_store import SqliteStore
+from registry.store import Op
+
+PREFIX = "88.118.2"
+
+#: Records per transaction when building the source node.
+FILL_BATCH = 10_000
+
+
+def product(i: int) -> tuple[str, object]:
+    handle = f"{PREFIX}/PRD-{i:08d}"
+    values = [
+        HandleValue(1, "URL", f"https://trace.example.com/p/{i:08d}".encode()),
+        HandleValue(2001, "PRODUCT_NAME", "RV-40 减速机".encode()),
+        HandleValue(2002, "BATCH", f"B-2024-{i // 10000:04d}".encode()),
+        HandleValue(2003, "PRODUCTION_DATE", b"2024-11-26"),
+    ]
+    return handle, encode_record(handle, values, [1732600000] * len(values))
+
+
+async def build_source(path: Path, records: int) -> float:
+    began = time.perf_counter()
+    async with SqliteStore(path) as store:
+        await store.transact(lambda txn: txn.set_homed(PREFIX, True, None))
+        for start in range(0, records, FILL_BATCH):
+            batch = [product(i) for i in range(start, min(records, start + FILL_BATCH))]
+
+            def write(txn, batch=batch):
+                for handle, record in batch:
+                    txn.put(handle, record, Op.CREATE, None)
+
+            await store.transact(write)
+    return time.perf_counter() - began
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="identifiers in the source node")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
+    parser.add_argument("--volume-size", type=int, default=DEFAULT_VOLUME_BYTES, help="plaintext bytes per part")
+    parser.add_argument("--work", help="folder for the nodes and archives (default: a temporary folder)")
+    args = parser.parse_args()
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-backup-"))
+    work.mkdir(parents=True, exist_ok=True)
+    recipient, node = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    source = work / "source.sqlite3"
+    for stale in work.glob("source.sqlite3*"):
+        stale.unlink()
+    took = await build_source(source, args.records)
+    print(f"source node: {args.records:,} identifiers written in {took:.1f} s ({args.records / took:,.0f}/s)")
+
+    backup_rates, restore_rates, archive = [], [], None
+    async with SqliteStore(source) as store:
+        expected = await records_digest(store)
+        for run in range(args.runs):
+            out = work / f"archives-{run}"
+            shutil.rmtree(out, ignore_errors=True)
+            began = time.perf_counter()
+            result = await create_backup(store, kind=FULL, out_dir=out, recipient=recipient.public_key(),
+                                         node_key=node, volume_bytes=args.volume_size)
+            seconds = time.perf_counter() - began
+            backup_rates.append(result.manifest.records / seconds)
+            archive = result
+            size = sum(p.size for p in result.manifest.parts)
+            print(f"   run {run + 1}: backup {backup_rates[-1]:,.0f} records/s ({seconds:.2f} s,"
+                  f" {len(result.manifest.parts)} parts, {size / 2**20:.0f} MiB)")
+    assert archive is not None
+    for run in range(args.runs):
+        target = work / f"restored-{run}"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        async with SqliteStore(target / "idnode.sqlite3") as store:
+            began = time.perf_counter()
+            await restore_archives(store, [archive.folder], recipient)
+            seconds = time.perf_counter() - began
+            restore_rates.append(archive.manifest.records / seconds)
+            print(f"   run {run + 1}: restore {restore_rates[-1]:,.0f} records/s ({seconds:.2f} s)")
+            if run == 0:
+                got = await records_digest(store)
+                print(f"   digest {'equal' if got == expected else 'DIFFERENT'}: {got[0]} ({got[1]:,} records)")
+        shutil.rmtree(target)
+    print(f"1. FULL backup: median {statistics.median(backup_rates):,.0f} records/s over {args.runs} runs"
+          f" of {archive.manifest.records:,} records")
+    print(f"2. restore:     median {statistics.median(restore_rates):,.0f} records/s over {args.runs} runs"
+          f" of {archive.manifest.records:,} records")
+    if not args.work:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

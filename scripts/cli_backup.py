@@ -1,0 +1,168 @@
+"""``idnode backup``: create, verify and restore encrypted, signed archives
+of a node's records; ``keygen`` makes a recipient key pair; ``digest``
+prints the digest over all records that ``restore`` prints too."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from idcore.errors import IdnodeError
+from idcore.settings import DATABASE_NAME
+from registry.backup.archive import DEFAULT_VOLUME_BYTES
+from registry.backup.create import create_backup, last_watermark, record_backup
+from registry.backup.digest import records_digest
+from registry.backup.errors import ArchiveInvalid, WrongRecipientKey
+from registry.backup.manifest import DIFF, FULL
+from registry.backup.restore import restore_archives
+from registry.backup.verify import verify_archive
+from registry.node_key import (
+    generate_recipient,
+    load_recipient_private,
+    load_recipient_public,
+    load_signer_public,
+    node_key,
+    public_pem,
+)
+from registry.sqlite_store import SqliteStore
+from scripts.cli_common import EXIT_LOCAL, CliError
+
+
+def add_parser(commands: Any) -> None:
+    backup = commands.add_parser("backup", help="encrypted, signed FULL/DIFF backups of a node; verify; restore")
+    sub = backup.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
+
+    create = sub.add_parser("create", help="write a FULL or DIFF archive of a node's records")
+    create.add_argument("--data", default="idnode-data", help="the node's data folder (default: %(default)s)")
+    kind = create.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--full", dest="kind", action="store_const", const=FULL, help="every record")
+    kind.add_argument("--diff", dest="kind", action="store_const", const=DIFF, help="changes since the last backup")
+    create.add_argument("--to", required=True, help="folder to write the archive folder into")
+    create.add_argument("--recipient", required=True, help="recipient's X25519 public key (PEM)")
+    create.add_argument("--volume-size", type=int, default=DEFAULT_VOLUME_BYTES,
+                        help="plaintext bytes per part/volume (default: %(default)s)")
+    create.set_defaults(run=create_cmd)
+
+    verify = sub.add_parser("verify", help="check an archive's signature, parts, hashes and counts")
+    verify.add_argument("archive", help="archive folder")
+    verify.add_argument("--recipient-key", required=True, help="recipient's X25519 private key (PEM)")
+    verify.add_argument("--signer-pub", help="the node's Ed25519 public key (PEM) the archive must be signed by")
+    verify.set_defaults(run=verify_cmd)
+
+    restore = sub.add_parser("restore", help="restore a FULL and its DIFFs into an empty node")
+    restore.add_argument("archives", nargs="+", metavar="ARCHIVE", help="archive folders (any order)")
+    restore.add_argument("--data", required=True, help="the new node's data folder (must be empty)")
+    restore.add_argument("--recipient-key", required=True, help="recipient's X25519 private key (PEM)")
+    restore.add_argument("--signer-pub", help="the node's Ed25519 public key (PEM) the archives must be signed by")
+    restore.set_defaults(run=restore_cmd)
+
+    digest = sub.add_parser("digest", help="print the SHA-256 digest over all of a node's records")
+    digest.add_argument("--data", default="idnode-data", help="the node's data folder (default: %(default)s)")
+    digest.set_defaults(run=digest_cmd)
+
+    keygen = sub.add_parser("keygen", help="make a recipient X25519 key pair (recipient_key.pem, recipient_pub.pem)")
+    keygen.add_argument("--out", required=True, help="folder to write the two PEM files into")
+    keygen.set_defaults(run=keygen_cmd)
+
+    pub = sub.add_parser("node-pub", help="print the node's Ed25519 public key (PEM), for --signer-pub")
+    pub.add_argument("--data", default="idnode-data", help="the node's data folder (default: %(default)s)")
+    pub.set_defaults(run=node_pub_cmd)
+
+
+def _database(data: str) -> Path:
+    path = Path(data) / DATABASE_NAME
+    if not path.exists():
+        raise CliError(f"no node database at {path}")
+    return path
+
+
+def _local(exc: IdnodeError) -> CliError:
+    return CliError(exc.message, EXIT_LOCAL)
+
+
+async def create_cmd(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    try:
+        recipient = load_recipient_public(Path(args.recipient))
+        database = _database(args.data)
+        since = last_watermark(data) if args.kind == DIFF else None
+        async with SqliteStore(database) as store:
+            result = await create_backup(
+                store, kind=args.kind, out_dir=Path(args.to), recipient=recipient, node_key=node_key(data),
+                since=since, volume_bytes=args.volume_size,
+            )
+        record_backup(data, result)
+    except IdnodeError as exc:
+        raise _local(exc) from None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    m = result.manifest
+    print(f"archive:   {result.folder}")
+    print(f"kind:      {m.kind}, watermark {m.watermark_from}..{m.watermark_to}")
+    print(f"contents:  {m.records} records, {m.deleted} deletions in {len(m.parts)} part(s)")
+    print(f"signed by: {m.node_fingerprint}")
+    return 0
+
+
+def verify_cmd(args: argparse.Namespace) -> int:
+    try:
+        recipient = load_recipient_private(Path(args.recipient_key))
+        signer = load_signer_public(Path(args.signer_pub)) if args.signer_pub else None
+        m = verify_archive(Path(args.archive), recipient, signer)
+    except (ArchiveInvalid, WrongRecipientKey) as exc:
+        raise CliError(f"{args.archive}: {exc.message}") from None
+    except IdnodeError as exc:
+        raise _local(exc) from None
+    print(f"{args.archive}: OK: {m.kind}, watermark {m.watermark_from}..{m.watermark_to},"
+          f" {m.records} records, {m.deleted} deletions, {len(m.parts)} part(s), signed by {m.node_fingerprint}")
+    return 0
+
+
+async def restore_cmd(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    try:
+        recipient = load_recipient_private(Path(args.recipient_key))
+        signer = load_signer_public(Path(args.signer_pub)) if args.signer_pub else None
+        data.mkdir(parents=True, exist_ok=True)
+        async with SqliteStore(data / DATABASE_NAME) as store:
+            try:
+                applied = await restore_archives(store, [Path(a) for a in args.archives], recipient, signer)
+            except ArchiveInvalid as exc:
+                if await store.last_seq():  # a part failed after records were written
+                    exc.message += f"; the restore stopped part way: delete {data} before trying again"
+                raise
+            digest, count = await records_digest(store)
+    except IdnodeError as exc:
+        raise _local(exc) from None
+    for m in applied:
+        print(f"restored {m.kind} {m.watermark_from}..{m.watermark_to}: {m.records} records, {m.deleted} deletions")
+    print(f"digest: {digest} ({count} records)")
+    return 0
+
+
+async def digest_cmd(args: argparse.Namespace) -> int:
+    async with SqliteStore(_database(args.data)) as store:
+        digest, count = await records_digest(store)
+    print(f"digest: {digest} ({count} records)")
+    return 0
+
+
+def keygen_cmd(args: argparse.Namespace) -> int:
+    try:
+        private, public = generate_recipient(Path(args.out))
+    except IdnodeError as exc:
+        raise _local(exc) from None
+    print(f"private key: {private} (readable by you only; keep it away from the node)")
+    print(f"public key:  {public} (give it to 'idnode backup create --recipient')")
+    return 0
+
+
+def node_pub_cmd(args: argparse.Namespace) -> int:
+    try:
+        key = node_key(Path(args.data))
+    except IdnodeError as exc:
+        raise _local(exc) from None
+    sys.stdout.write(public_pem(key.public_key()).decode("ascii"))
+    return 0
