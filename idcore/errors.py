@@ -193,6 +193,14 @@ class ServerNotResponsible(RequestError):
     response_code = ResponseCode.SERVER_NOT_RESPONSIBLE
 
 
+class PrefixDisabled(RequestError):
+    """The handle lies under a prefix its parent node has disabled: answered
+    (instead of a referral) with response code 2 ERROR and HTTP 403."""
+
+    response_code = ResponseCode.ERROR
+    http_status = 403
+
+
 class AuthenticationNeeded(RequestError):
     """A write came without credentials."""
 

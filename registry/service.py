@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple, TypeVar
 import orjson
 
 from idcore import limits
-from idcore.errors import HandleNotFound, IdnodeError, InvalidValue, ServerNotResponsible
+from idcore.errors import HandleNotFound, IdnodeError, InvalidValue, PrefixDisabled, ServerNotResponsible
 from idcore.handle import Handle, check_prefix, prefix_ancestors, prefix_handle, prefix_record_key
 from idcore.rest_json import dumps
 from idcore.values import (
@@ -38,6 +38,12 @@ T = TypeVar("T")
 
 #: Value types a prefix referral carries: where the child node's servers are.
 REFERRAL_TYPES = (ValueType.HS_SITE, ValueType.HS_NA_DELEGATE, "HS_SERV")
+
+#: A delegation record holding a value of this type whose text is
+#: PREFIX_DISABLED answers PrefixDisabled instead of a referral (the parent's
+#: prefix administration sets and clears it; see registry.prefix_admin).
+PREFIX_STATUS_TYPE = "HS_PREFIX_STATUS"
+PREFIX_DISABLED = "disabled"
 
 
 class Resolution(NamedTuple):
@@ -128,7 +134,7 @@ class Registry:
                 break
             if handle.is_prefix_handle and depth == 0:
                 continue  # the record itself was looked for above
-            referral = await self._referral(ancestor)
+            referral = await self._referral(ancestor, handle)
             if referral is not None:
                 return Resolution(303, handle.to_text(), referral, referral=prefix_handle(ancestor).to_text())
         raise ServerNotResponsible("That prefix doesn't live here", handle=handle.to_text())
@@ -150,15 +156,18 @@ class Registry:
             return Resolution(1, record.handle, record.public_values_json, record)
         return Resolution(1, record.handle, record.values_json)
 
-    async def _referral(self, prefix: str) -> bytes | None:
+    async def _referral(self, prefix: str, handle: Handle) -> bytes | None:
         record = await self.store.get(prefix_record_key(prefix))
         if record is None:
             return None
-        sites = [
-            item
-            for item in orjson.loads(record.public_values_json)
-            if any(type_is(item["type"], t) for t in REFERRAL_TYPES)
-        ]
+        items = orjson.loads(record.public_values_json)
+        if any(item["type"] == PREFIX_STATUS_TYPE and _text_of(item) == PREFIX_DISABLED for item in items):
+            raise PrefixDisabled(
+                f"prefix {prefix} is disabled by its parent node; its identifiers are not resolved",
+                handle=handle.to_text(),
+                prefix=prefix,
+            )
+        sites = [item for item in items if any(type_is(item["type"], t) for t in REFERRAL_TYPES)]
         return dumps(sites) if sites else None
 
     # --- writes --------------------------------------------------------------
@@ -291,3 +300,9 @@ class Registry:
             authz.check(identity, [source], what="list its handles", handle=prefix), self.store.get
         )
 
+
+
+def _text_of(item: dict[str, Any]) -> Any:
+    """The ``value`` of a REST JSON value's data (None when it has none)."""
+    data = item.get("data")
+    return data.get("value") if isinstance(data, dict) else None

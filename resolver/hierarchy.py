@@ -25,6 +25,7 @@ from idcore.handle import prefix_handle
 from idcore.settings import DATABASE_NAME, DEFAULT_RESOLVER_URL
 from idcore.values import ALL_ADMIN_PERMISSIONS, AdminRef, HandleValue, ReservedIndex, ValueReference, ValueType
 from registry import batch
+from registry.escrow import Escrow
 from registry.memory_store import MemoryStore
 from registry.node_setup import SITE_INDEX, init_node, prefix_record_values, site_for
 from registry.service import Registry
@@ -125,6 +126,8 @@ class LocalHierarchy:
             the one ``idnode init`` generated, in their ``admin.json``).
         resolver_url: where the nodes' QR codes point phones (the demo's
             recursive node).
+        escrow_dir: folder for one escrow (data) folder per prefix, so each
+            node keeps its children's backups; None: no escrow.
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class LocalHierarchy:
         ports: Sequence[int] | None = None,
         admin_secret: str | None = None,
         resolver_url: str = DEFAULT_RESOLVER_URL,
+        escrow_dir: Path | None = None,
     ) -> None:
         for parent, child in zip(prefixes, prefixes[1:]):
             if not child.upper().startswith(parent.upper() + "."):
@@ -148,6 +152,7 @@ class LocalHierarchy:
             raise ValueError("give one port per prefix")
         self.admin_secret = admin_secret or secrets.token_urlsafe(18)
         self.resolver_url = resolver_url
+        self.escrow_dir = escrow_dir
         self.nodes: dict[str, LocalNode] = {}
         self._stack = AsyncExitStack()
 
@@ -190,7 +195,9 @@ class LocalHierarchy:
 
     async def _start(self, prefix: str, port: int) -> LocalNode:
         registry, secret = await self._open_registry(prefix, port)
-        runner = web.AppRunner(build_node_app(registry, resolver_url=self.resolver_url), access_log=None)
+        escrow = Escrow(self.escrow_dir / prefix) if self.escrow_dir is not None else None
+        app = build_node_app(registry, resolver_url=self.resolver_url, escrow=escrow)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, self.host, port, reuse_address=True)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import html
+import time
 from typing import Any, NamedTuple
 
 import orjson
@@ -24,6 +25,7 @@ from idcore.errors import InvalidHandle, InvalidValue, MalformedRequest, Request
 from idcore.handle import Handle, check_prefix
 from idcore.rest_json import dumps, filter_values_json, loads, values_from_put_body
 from idcore.values import ValueType, type_is
+from registry.resolution_stats import ResolutionStats
 from registry.service import Registry, Resolution
 from resolver.credentials import request_identity
 from resolver.http_common import (
@@ -39,6 +41,8 @@ from resolver.http_common import (
 )
 
 REGISTRY = web.AppKey("registry", Registry)
+#: Resolution counters (daily statistics filed with the parent); optional.
+STATS = web.AppKey("resolution_stats", ResolutionStats)
 
 
 def path_handle(text: str) -> Handle:
@@ -110,6 +114,18 @@ def _maybe_pretty(body: bytes, pretty: bool, status: int) -> web.Response:
 
 @api_endpoint
 async def get_handle(request: web.Request) -> web.StreamResponse:
+    stats = request.app.get(STATS)
+    if stats is None:
+        return await _get_handle(request)
+    started, reply = time.perf_counter(), None
+    try:
+        reply = await _get_handle(request)
+        return reply
+    finally:  # an error (not found, refused) counts as an unsuccessful request
+        stats.record(reply is not None and reply.status == 200, time.perf_counter() - started)
+
+
+async def _get_handle(request: web.Request) -> web.StreamResponse:
     registry = request.app[REGISTRY]
     text = request.match_info["handle"]
     if not text and "prefix" in request.query:

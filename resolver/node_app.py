@@ -7,6 +7,9 @@ store itself and closes it on shutdown.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -14,21 +17,33 @@ from aiohttp import web
 
 from idcore import limits
 from idcore.settings import DEFAULT_RESOLVER_URL
+from registry.resolution_stats import FLUSH_SECONDS, STATS_NAME, ResolutionStats
 from registry.service import Registry
 from registry.sqlite_store import SqliteStore
-from resolver import batch_api, journal_api, node_api
-from resolver.node_api import REGISTRY, method_not_allowed
+from registry.escrow import Escrow
+from resolver import batch_api, filing_api, journal_api, node_api
+from resolver import escrow_api
+from resolver.node_api import REGISTRY, STATS, method_not_allowed
 from resolver.qr_api import add_qr_routes, node_record_check
+from resolver import prefix_admin_api
+
+log = logging.getLogger(__name__)
 
 
-def build_node_app(registry: Registry, *, resolver_url: str = DEFAULT_RESOLVER_URL) -> web.Application:
+def build_node_app(
+    registry: Registry, *, resolver_url: str = DEFAULT_RESOLVER_URL, escrow: Escrow | None = None
+) -> web.Application:
     """An application serving ``registry`` (opened and closed by the caller).
 
     ``resolver_url`` is the public resolver the URL form of the node's QR
-    codes points to.
+    codes points to; ``escrow`` keeps children's backups (none: refused).
     """
     app = web.Application(client_max_size=limits.MAX_RECORD_BODY_BYTES)
     app[REGISTRY] = registry
+    prefix_admin_api.use_memory_store(app)
+    if escrow is not None:
+        escrow_api.enable_escrow(app, escrow)
+    app[STATS] = ResolutionStats()
     add_node_routes(app, resolver_url)
     return app
 
@@ -59,6 +74,9 @@ def add_node_routes(
     journal = router.add_resource("/api/journal")
     journal.add_route("GET", journal_api.get_journal)
     journal.add_route("*", method_not_allowed("GET"))
+    prefix_admin_api.add_prefix_admin_routes(router)
+    filing_api.add_filing_routes(router)
+    escrow_api.add_escrow_routes(router)
     if extra_api is not None:
         extra_api(router)
     router.add_route("*", "/api/{tail:.*}", node_api.unknown_api)
@@ -89,5 +107,38 @@ def node_app(
             yield
 
     app.cleanup_ctx.append(open_registry)
+    app.cleanup_ctx.append(prefix_admin_api.open_prefix_admin(database.parent))
+    escrow_api.enable_escrow(app, Escrow(Path(database).parent))
+    app.cleanup_ctx.append(filing_api.open_filing_store(database.parent))
+    app.cleanup_ctx.append(_keep_stats(database.parent / STATS_NAME))
     add_node_routes(app, resolver_url)
     return app
+
+
+def _keep_stats(path: Path) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Load the resolution counters, save them every FLUSH_SECONDS and on
+    shutdown (the filer, another process, reads the file)."""
+
+    async def keep(app: web.Application) -> AsyncIterator[None]:
+        stats = app[STATS] = ResolutionStats.load(path)
+
+        async def flush() -> None:
+            while True:
+                await asyncio.sleep(FLUSH_SECONDS)
+                if stats.dirty:
+                    try:
+                        await asyncio.to_thread(stats.save, path)
+                    except OSError as exc:
+                        log.warning("cannot save resolution statistics to %s: %s", path, exc)
+
+        task = asyncio.create_task(flush(), name="resolution statistics")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if stats.dirty:
+                stats.save(path)
+
+    return keep

@@ -1,15 +1,17 @@
 """``idnode backup``: create, verify and restore encrypted, signed archives
-of a node's records; ``keygen`` makes a recipient key pair; ``digest``
-prints the digest over all records that ``restore`` prints too."""
+of a node's records; ``keygen`` makes a recipient key pair; ``escrow``
+backs up for the parent node's key and uploads it there; ``digest`` prints
+the digest over all records that ``restore`` prints too."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from idcore.errors import IdnodeError
+from idcore.errors import IdnodeError, UpstreamUnavailable
 from idcore.settings import DATABASE_NAME
 from registry.backup.archive import DEFAULT_VOLUME_BYTES
 from registry.backup.create import create_backup, last_watermark, record_backup
@@ -18,6 +20,7 @@ from registry.backup.errors import ArchiveInvalid, WrongRecipientKey
 from registry.backup.manifest import DIFF, FULL
 from registry.backup.restore import restore_archives
 from registry.backup.verify import verify_archive
+from registry.escrow import child_identity
 from registry.node_key import (
     generate_recipient,
     load_recipient_private,
@@ -27,7 +30,8 @@ from registry.node_key import (
     public_pem,
 )
 from registry.sqlite_store import SqliteStore
-from scripts.cli_common import EXIT_LOCAL, CliError
+from resolver.escrow_client import EscrowRefused, escrow_backup
+from scripts.cli_common import EXIT_LOCAL, EXIT_REFUSED, EXIT_UNREACHABLE, CliError
 
 
 def add_parser(commands: Any) -> None:
@@ -65,6 +69,20 @@ def add_parser(commands: Any) -> None:
     keygen = sub.add_parser("keygen", help="make a recipient X25519 key pair (recipient_key.pem, recipient_pub.pem)")
     keygen.add_argument("--out", required=True, help="folder to write the two PEM files into")
     keygen.set_defaults(run=keygen_cmd)
+
+    escrow = sub.add_parser("escrow", help="back up for the parent node's escrow key and upload it there")
+    escrow.add_argument("--data", default="idnode-data", help="the node's data folder (default: %(default)s)")
+    escrow.add_argument("--parent", required=True, help="the parent node's base URL")
+    ekind = escrow.add_mutually_exclusive_group()
+    ekind.add_argument("--full", dest="kind", action="store_const", const=FULL, help="every record")
+    ekind.add_argument("--diff", dest="kind", action="store_const", const=DIFF,
+                       help="changes since the last escrowed archive (the default once one was escrowed)")
+    escrow.add_argument("--prefix", help="this node's prefix (default: the one it homes)")
+    escrow.add_argument("--id", dest="identity", help="identity at the parent (default: 300:0.NA/<prefix>)")
+    escrow.add_argument("--secret-file", help="file holding that identity's secret (env IDNODE_ESCROW_SECRET)")
+    escrow.add_argument("--volume-size", type=int, default=DEFAULT_VOLUME_BYTES,
+                        help="plaintext bytes per part/volume (default: %(default)s)")
+    escrow.set_defaults(run=escrow_cmd)
 
     pub = sub.add_parser("node-pub", help="print the node's Ed25519 public key (PEM), for --signer-pub")
     pub.add_argument("--data", default="idnode-data", help="the node's data folder (default: %(default)s)")
@@ -165,4 +183,40 @@ def node_pub_cmd(args: argparse.Namespace) -> int:
     except IdnodeError as exc:
         raise _local(exc) from None
     sys.stdout.write(public_pem(key.public_key()).decode("ascii"))
+    return 0
+
+
+async def escrow_cmd(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    secret = os.environ.get("IDNODE_ESCROW_SECRET")
+    if args.secret_file:
+        try:
+            secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CliError(f"cannot read {args.secret_file}: {exc.strerror}", EXIT_LOCAL) from None
+    if not secret:
+        raise CliError("give the secret of the node's identity at the parent (--secret-file or IDNODE_ESCROW_SECRET)")
+    try:
+        async with SqliteStore(_database(args.data)) as store:
+            prefix = args.prefix
+            if prefix is None:
+                homed = await store.homed_prefixes()
+                if len(homed) != 1:
+                    raise CliError(f"the node homes {len(homed)} prefixes; name one with --prefix")
+                prefix = homed[0]
+            identity = args.identity or child_identity(prefix).to_text()
+            result = await escrow_backup(
+                store, data, args.parent, child=prefix, identity=identity, secret=secret, kind=args.kind,
+                volume_bytes=args.volume_size,
+            )
+    except UpstreamUnavailable as exc:
+        raise CliError(exc.message, EXIT_UNREACHABLE) from None
+    except EscrowRefused as exc:
+        raise CliError(exc.message, EXIT_REFUSED) from None
+    except IdnodeError as exc:
+        raise _local(exc) from None
+    m = result.backup.manifest
+    print(f"escrowed:  {result.backup.folder.name} at {args.parent} ({result.reply['archive']['status']})")
+    print(f"kind:      {m.kind}, watermark {m.watermark_from}..{m.watermark_to}")
+    print(f"contents:  {m.records} records, {m.deleted} deletions in {len(m.parts)} part(s)")
     return 0

@@ -1,0 +1,150 @@
+"""``idnode prefix``: apply for a child prefix at a parent node, and review
+applications there (list, show, approve, reject, disable, enable,
+request-deletion, delete) through its ``/api/prefix-applications`` API."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from registry.prefix_admin import ACTIONS
+from resolver.rest_client import NodeClient, NodeReplyError
+from scripts.cli_common import CliError, credentials, node_errors
+
+APPLICATIONS = "/api/prefix-applications"
+
+
+def _checked(status: int, reply: dict[str, Any]) -> dict[str, Any]:
+    if reply["responseCode"] != 1:
+        code = reply["responseCode"]
+        raise NodeReplyError(code, status, reply.get("message") or f"response code {code}", reply.get("handle"))
+    return reply
+
+
+class PrefixAdminClient(NodeClient):
+    """A node client that also speaks the prefix administration API."""
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        status, reply = await self._request("POST", APPLICATIONS, json=body)
+        return _checked(status, reply)
+
+    async def applications(self, state: str | None) -> dict[str, Any]:
+        params = {"state": state} if state else {}
+        status, reply = await self._request("GET", APPLICATIONS, params=params)
+        return _checked(status, reply)
+
+    async def application(self, app_id: str) -> dict[str, Any]:
+        status, reply = await self._request("GET", f"{APPLICATIONS}/{app_id}")
+        return _checked(status, reply)
+
+    async def act(self, app_id: str, action: str, reason: str | None) -> dict[str, Any]:
+        body = {"reason": reason} if reason else {}
+        status, reply = await self._request("POST", f"{APPLICATIONS}/{app_id}/{action}", json=body)
+        return _checked(status, reply)
+
+
+def _client(args: Any) -> PrefixAdminClient:
+    """A client with the credentials and CA of every client command (none
+    are needed to apply)."""
+    identity, secret = credentials(args)
+    cacert = args.cacert or os.environ.get("IDNODE_CACERT")
+    tls = None
+    if cacert:
+        try:
+            tls = ssl.create_default_context(cafile=cacert)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError(f"cannot use CA certificate {cacert}: {exc}") from None
+    return PrefixAdminClient(args.server, identity=identity, secret=secret, tls=tls)
+
+
+def _read_application(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_bytes()
+        body = orjson.loads(text)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise CliError(f"{path} must hold one JSON object (the application)")
+    return body
+
+
+def _print(reply: dict[str, Any]) -> None:
+    reply.pop("responseCode", None)
+    print(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode())
+
+
+async def apply(args: Any) -> int:
+    body = _read_application(args.file)
+    secret = os.environ.get("IDNODE_CHILD_SECRET")
+    if args.child_secret_file:
+        try:
+            secret = Path(args.child_secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CliError(f"cannot read {args.child_secret_file}: {exc.strerror}") from None
+    if secret:
+        body["secret"] = secret
+    with node_errors():
+        async with _client(args) as client:
+            reply = await client.apply(body)
+    print(f"application {reply['id']} for {reply['prefix']}: {reply['state']}")
+    return 0
+
+
+async def list_applications(args: Any) -> int:
+    with node_errors():
+        async with _client(args) as client:
+            reply = await client.applications(args.state)
+    for row in reply["applications"]:
+        organisation = row["application"]["organisation"]["name"]
+        print(f"{row['id']}  {row['prefix']:<20} {row['state']:<17} {organisation}")
+    return 0
+
+
+async def show(args: Any) -> int:
+    with node_errors():
+        async with _client(args) as client:
+            _print(await client.application(args.id))
+    return 0
+
+
+async def act(args: Any) -> int:
+    with node_errors():
+        async with _client(args) as client:
+            reply = await client.act(args.id, args.action, args.reason)
+    print(f"application {reply['id']} for {reply['prefix']}: {reply['state']}")
+    return 0
+
+
+def add_parser(client: Callable[..., Any]) -> None:
+    """``idnode prefix ACTION ...``; ``client(name, help, run)`` (from
+    :mod:`scripts.idnode`) makes a command with the common client options
+    (--server, --id, --secret-file, --credentials, --cacert)."""
+    prefix = client("prefix", "apply for a child prefix at a parent node, or review applications there", None)
+    actions = prefix.add_subparsers(dest="prefix_command", required=True, metavar="ACTION")
+
+    def sub(name: str, help_text: str, run: Any) -> Any:
+        parser = actions.add_parser(name, help=help_text)
+        parser.set_defaults(run=run)
+        return parser
+
+    applying = sub("apply", "send an application (no identity needed)", apply)
+    applying.add_argument("file", help="the application as JSON (prefix, organisation, contact, site, publicKey)")
+    applying.add_argument(
+        "--child-secret-file",
+        help="secret of the child's identity 300:0.NA/<prefix> at the parent (env IDNODE_CHILD_SECRET)",
+    )
+    listing = sub("list", "list the applications you review", list_applications)
+    listing.add_argument("--state", help="only applications in this state (pending_review, approved ...)")
+    sub("show", "show one application and its history", show).add_argument("id")
+    for action in ACTIONS:
+        acting = sub(action, f"reviewers: {action} (see registry.prefix_admin for the lifecycle)", act)
+        acting.add_argument("id")
+        acting.add_argument("--reason", help="why; recorded in the application's history")
+        acting.set_defaults(action=action)
