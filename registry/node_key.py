@@ -134,7 +134,7 @@ def write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
     partial = path.with_name(path.name + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
+        os.fchmod(f.fileno(), 0o600)  # also when an old file of that name was more open
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from idcore.values import (
     ValueReference,
     ValueType,
 )
-from registry.node_key import node_key
+from registry.node_key import node_key, write_private
 from registry.service import Registry
 from registry.sqlite_store import SqliteStore
 
@@ -106,23 +105,10 @@ async def init_node(
             )
         # The secret is on disk before the node knows its hash: a crash in
         # between leaves a file to delete, never a node nobody can administer.
-        _write_private(credentials_file, orjson.dumps({"identity": identity, "secret": secret}) + b"\n")
+        write_private(credentials_file, orjson.dumps({"identity": identity, "secret": secret}) + b"\n")
         await registry.home_prefix(prefix, prefix_record_values(prefix, secret.encode("utf-8"), site))
     node_key(data_dir)  # the node's signing key (node_key.pem), made once
     return InitResult(prefix, identity, secret, credentials_file, database)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` readable by the owner only, durably (written, synced,
-    then renamed into place, so the file is whole or absent)."""
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)  # also when an old file of that name was more open
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
 
 
 def mirror_site_for(address: str, port: int) -> Site:

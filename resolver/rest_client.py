@@ -97,27 +97,24 @@ class NodeClient:
         params = {"overwrite": "true" if overwrite else "false"}
         if mint:
             params["mintNewSuffix"] = "true"
-        status, body = await self._request(
-            "PUT",
-            "/api/handles/" + handle_path(handle),
-            params=params,
-            data=orjson.dumps({"values": values}),
-            headers={"Content-Type": "application/json"},
-        )
+        status, body = await self._put_values(handle, values, params)
         return status, _checked(status, body)
 
     async def add_values(self, handle: str, values: list[dict[str, Any]], *, overwrite: bool = False) -> dict[str, Any]:
         """Add ``values`` to ``handle`` (``PUT ...?index=``); with ``overwrite``
         replace those already at their indexes."""
         params = [("index", str(v["index"])) for v in values] + [("overwrite", "true" if overwrite else "false")]
-        status, body = await self._request(
+        status, body = await self._put_values(handle, values, params)
+        return _checked(status, body)
+
+    async def _put_values(self, handle: str, values: list[dict[str, Any]], params: Any) -> tuple[int, dict[str, Any]]:
+        return await self._request(
             "PUT",
             "/api/handles/" + handle_path(handle),
             params=params,
             data=orjson.dumps({"values": values}),
             headers={"Content-Type": "application/json"},
         )
-        return _checked(status, body)
 
     async def delete(self, handle: str, *, indexes: Iterable[int] = ()) -> dict[str, Any]:
         params = [("index", str(i)) for i in indexes]

@@ -81,16 +81,21 @@ def credentials(args: Any) -> tuple[str | None, str | None]:
     return identity, secret
 
 
+def client_tls(args: Any) -> ssl.SSLContext | None:
+    """The TLS context trusting ``--cacert`` (env ``IDNODE_CACERT``), or None
+    for the system's trust store."""
+    cacert = args.cacert or os.environ.get("IDNODE_CACERT")
+    if not cacert:
+        return None
+    try:
+        return ssl.create_default_context(cafile=cacert)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot use CA certificate {cacert}: {exc}") from None
+
+
 def client_for(args: Any) -> NodeClient:
     identity, secret = credentials(args)
-    cacert = args.cacert or os.environ.get("IDNODE_CACERT")
-    tls = None
-    if cacert:
-        try:
-            tls = ssl.create_default_context(cafile=cacert)
-        except (OSError, ssl.SSLError) as exc:
-            raise CliError(f"cannot use CA certificate {cacert}: {exc}") from None
-    return NodeClient(args.server, identity=identity, secret=secret, tls=tls)
+    return NodeClient(args.server, identity=identity, secret=secret, tls=client_tls(args))
 
 
 def read_config(path: str | None) -> dict[str, Any]:

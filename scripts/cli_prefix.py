@@ -5,7 +5,6 @@ request-deletion, delete) through its ``/api/prefix-applications`` API."""
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import orjson
 
 from registry.prefix_admin import ACTIONS
 from resolver.rest_client import NodeClient, NodeReplyError
-from scripts.cli_common import CliError, credentials, node_errors
+from scripts.cli_common import CliError, client_tls, credentials, node_errors
 
 APPLICATIONS = "/api/prefix-applications"
 
@@ -52,14 +51,7 @@ def _client(args: Any) -> PrefixAdminClient:
     """A client with the credentials and CA of every client command (none
     are needed to apply)."""
     identity, secret = credentials(args)
-    cacert = args.cacert or os.environ.get("IDNODE_CACERT")
-    tls = None
-    if cacert:
-        try:
-            tls = ssl.create_default_context(cafile=cacert)
-        except (OSError, ssl.SSLError) as exc:
-            raise CliError(f"cannot use CA certificate {cacert}: {exc}") from None
-    return PrefixAdminClient(args.server, identity=identity, secret=secret, tls=tls)
+    return PrefixAdminClient(args.server, identity=identity, secret=secret, tls=client_tls(args))
 
 
 def _read_application(path: str) -> dict[str, Any]:
