@@ -26,7 +26,6 @@ from idcore.errors import (
     IdnodeError,
     InsufficientPermissions,
     MalformedRequest,
-    OperationNotSupported,
     RequestTooLarge,
     ServerNotResponsible,
 )
@@ -37,11 +36,10 @@ from registry import authz
 from registry.escrow import OK, Escrow, check_archive_name, check_child
 from registry.node_key import public_pem
 from resolver.credentials import request_identity
-from resolver.http_common import api_endpoint, flag, json_object_reply, json_reply
+from resolver.http_common import app_feature, add_endpoint, api_endpoint, flag, json_object_reply, json_reply, read_json
 from resolver.node_api import (
     REGISTRY,
     ReadOptions,
-    method_not_allowed,
     path_handle,
     record_reply,
 )
@@ -68,25 +66,14 @@ def enable_escrow(app: web.Application, escrow: Escrow) -> None:
 
 
 def add_escrow_routes(router: web.UrlDispatcher) -> None:
-    recipient = router.add_resource("/api/escrow/recipient")
-    recipient.add_route("GET", get_recipient)
-    recipient.add_route("*", method_not_allowed("GET"))
-    listing = router.add_resource("/api/escrow")
-    listing.add_route("GET", list_escrow)
-    listing.add_route("*", method_not_allowed("GET"))
-    takeover = router.add_resource("/api/escrow/{child}/takeover")
-    takeover.add_route("POST", post_takeover)
-    takeover.add_route("*", method_not_allowed("POST"))
-    archive = router.add_resource("/api/escrow/{child}/{archive}")
-    archive.add_route("PUT", put_archive)
-    archive.add_route("*", method_not_allowed("PUT"))
+    add_endpoint(router, "/api/escrow/recipient", GET=get_recipient)
+    add_endpoint(router, "/api/escrow", GET=list_escrow)
+    add_endpoint(router, "/api/escrow/{child}/takeover", POST=post_takeover)
+    add_endpoint(router, "/api/escrow/{child}/{archive}", PUT=put_archive)
 
 
 def _escrow(request: web.Request) -> Escrow:
-    escrow = request.app.get(ESCROW)
-    if escrow is None:
-        raise OperationNotSupported("this node keeps no escrow")
-    return escrow
+    return app_feature(request, ESCROW, "this node keeps no escrow")
 
 
 @api_endpoint
@@ -175,13 +162,8 @@ async def check_parent_admin(request: web.Request, child: str, identity: ValueRe
 async def post_takeover(request: web.Request) -> web.StreamResponse:
     escrow = _escrow(request)
     child = check_child(request.match_info["child"])
-    body = await request.content.read(MAX_TAKEOVER_BODY + 1)
-    if len(body) > MAX_TAKEOVER_BODY:
-        raise RequestTooLarge(f"a takeover request is at most {MAX_TAKEOVER_BODY} bytes")
-    try:
-        on = orjson.loads(body)["takeover"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        on = None
+    body = await read_json(request, limit=MAX_TAKEOVER_BODY, limit_name="MAX_TAKEOVER_BODY", what='{"takeover": true} or {"takeover": false}')
+    on = body.get("takeover") if isinstance(body, dict) else None
     if not isinstance(on, bool):
         raise MalformedRequest('send {"takeover": true} or {"takeover": false}')
     identity = await request_identity(request, request.app[REGISTRY], required=True)

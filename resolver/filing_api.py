@@ -43,14 +43,15 @@ from idcore.errors import (
     BadUpstreamReply,
     IdnodeError,
     MalformedRequest,
-    OperationNotSupported,
     RequestError,
     ResponseCode,
     UpstreamError,
     UpstreamUnavailable,
 )
+from idcore import limits
 from idcore.handle import check_prefix, prefix_handle, prefix_record_key
 from idcore.pubkey import PublicKey
+from idcore.rest_json import loads
 from idcore.values import AdminPermission, ValueReference, ValueType, type_is
 from registry import authz
 from registry.authz import AdminSource
@@ -58,9 +59,18 @@ from registry.filing import sign
 from registry.filing_store import FILINGS_NAME, MAX_QUERY_ROWS, FilingStore, StatisticsFiling, parse_filing
 from registry.service import Registry
 from resolver.credentials import request_identity
-from resolver.http_common import api_endpoint, int_params, json_object_reply
+from resolver.http_common import (
+    app_feature,
+    JSON_CONTENT_TYPE,
+    add_endpoint,
+    api_endpoint,
+    int_params,
+    json_object_reply,
+    read_body,
+    require_content_type,
+)
 from resolver.journal_api import check_feed_access
-from resolver.node_api import REGISTRY, method_not_allowed, read_json_body
+from resolver.node_api import REGISTRY
 from resolver.rest_client import basic_auth_header
 
 FILINGS = web.AppKey("filings", FilingStore)
@@ -92,10 +102,7 @@ def open_filing_store(data_dir: Path) -> Callable[[web.Application], AsyncIterat
 
 
 def _store(request: web.Request) -> FilingStore:
-    store = request.app.get(FILINGS)
-    if store is None:
-        raise OperationNotSupported("this node keeps no filings")
-    return store
+    return app_feature(request, FILINGS, "this node keeps no filings")
 
 
 def ed25519_keys(values: list) -> list[Ed25519PublicKey]:
@@ -152,8 +159,9 @@ async def check_filer(request: web.Request, registry: Registry, child: str, body
 @api_endpoint
 async def post_filing(request: web.Request) -> web.StreamResponse:
     registry, store = request.app[REGISTRY], _store(request)
-    obj = await read_json_body(request)
-    body = await request.read()
+    require_content_type(request, JSON_CONTENT_TYPE)
+    body = await read_body(request, limits.MAX_RECORD_BODY_BYTES, limit_name="MAX_RECORD_BODY_BYTES")
+    obj = loads(body, what="the filing")
     filing = parse_filing(obj)
     await check_filer(request, registry, filing.child, body)
     if isinstance(filing, StatisticsFiling):
@@ -195,13 +203,8 @@ async def get_lag(request: web.Request) -> web.StreamResponse:
 
 def add_filing_routes(router: web.UrlDispatcher) -> None:
     """``/api/filings`` and ``/api/filings/lag`` (before the /api catch-all)."""
-    filings = router.add_resource("/api/filings")
-    filings.add_route("GET", get_filings)
-    filings.add_route("POST", post_filing)
-    filings.add_route("*", method_not_allowed("GET, POST"))
-    lag = router.add_resource("/api/filings/lag")
-    lag.add_route("GET", get_lag)
-    lag.add_route("*", method_not_allowed("GET"))
+    add_endpoint(router, "/api/filings", GET=get_filings, POST=post_filing)
+    add_endpoint(router, "/api/filings/lag", GET=get_lag)
 
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -17,10 +17,11 @@ from idcore.errors import (
     IdnodeError,
     MalformedRequest,
     NodeError,
+    OperationNotSupported,
     RequestTooLarge,
     UnsupportedMediaType,
 )
-from idcore.rest_json import dumps
+from idcore.rest_json import dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 #: Challenge sent with 401 replies, as the Handle server's REST API does.
 WWW_AUTHENTICATE = 'Basic realm="handle"'
+
+T = TypeVar("T")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -123,6 +126,96 @@ def int_params(query: MultiMapping[str], name: str) -> list[int]:
         except ValueError:
             raise MalformedRequest(f"parameter {name}={text!r} is not an integer") from None
     return out
+
+
+def app_feature(request: web.Request, key: web.AppKey[T], missing: str) -> T:
+    """The part of the node's application under ``key`` (escrow, filings,
+    prefix administration), which a node may not run.
+
+    Raises:
+        OperationNotSupported: the node does not; ``missing`` says so.
+    """
+    feature = request.app.get(key)
+    if feature is None:
+        raise OperationNotSupported(missing)
+    return feature
+
+
+def method_not_allowed(allowed: str) -> Handler:
+    """A handler answering 405 in Handle shape, listing what is allowed."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = {"responseCode": 4, "message": f"{request.method} is not allowed on {request.path}; use {allowed}"}
+        return json_reply(dumps(body), 405, {"Allow": allowed})
+
+    return handler
+
+
+def add_endpoint(router: web.UrlDispatcher, path: str, **handlers: Handler) -> web.Resource:
+    """Route ``path`` to one handler per HTTP method (``GET=..., POST=...``);
+    any other method is answered 405 naming the ones allowed."""
+    resource = router.add_resource(path)
+    for method, handler in handlers.items():
+        resource.add_route(method, handler)
+    resource.add_route("*", method_not_allowed(", ".join(handlers)))
+    return resource
+
+
+async def read_body(request: web.Request, limit: int, *, limit_name: str | None = None) -> bytes:
+    """The whole request body, refused once it is over ``limit`` bytes
+    (``limit_name``: the constant to name in the refusal).
+
+    Reads the stream itself rather than ``request.read()``, which stops at
+    the application's ``client_max_size`` with a message naming that
+    instead; a declared length over the limit is refused before reading.
+
+    Raises:
+        RequestTooLarge: the body (or its declared length) is over ``limit``.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise body_too_large(declared, limit, limit_name)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(size, limit, limit_name)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def body_too_large(size: int, limit: int, limit_name: str | None = None) -> RequestTooLarge:
+    """The refusal of a body of ``size`` bytes or more, over ``limit``."""
+    named = f" ({limit_name})" if limit_name else ""
+    return RequestTooLarge(f"request body of {size} bytes or more is larger than the limit of {limit} bytes{named}")
+
+
+async def read_json(
+    request: web.Request,
+    *,
+    limit: int = limits.MAX_RECORD_BODY_BYTES,
+    limit_name: str | None = "MAX_RECORD_BODY_BYTES",
+    required: bool = True,
+    what: str = "JSON",
+) -> Any:
+    """The request's JSON body, at most ``limit`` bytes; None when the body
+    is absent and not ``required``. ``what`` names what the body should
+    hold, for the message when it is empty.
+
+    Raises:
+        UnsupportedMediaType: a body that is not ``application/json``.
+        RequestTooLarge: over ``limit``.
+        MalformedRequest: empty when required, or not valid JSON.
+    """
+    if not required and not request.can_read_body:
+        return None
+    require_content_type(request, JSON_CONTENT_TYPE)
+    body = await read_body(request, limit, limit_name=limit_name)
+    if not body:
+        if required:
+            raise MalformedRequest(f"request body is empty; send {what}")
+        return None
+    return loads(body)
 
 
 def require_content_type(request: web.Request, *accepted: str) -> None:

@@ -6,8 +6,6 @@ over HTTP (:class:`HttpFeed`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import AsyncIterator
@@ -29,8 +27,9 @@ from registry.mirror import (
 )
 from registry.service import Registry
 from registry.sqlite_store import SqliteStore
-from resolver.http_common import Handler, api_endpoint, error_reply, json_object_reply
-from resolver.node_api import REGISTRY, method_not_allowed
+from resolver.background import background
+from resolver.http_common import Handler, add_endpoint, api_endpoint, error_reply, json_object_reply
+from resolver.node_api import REGISTRY
 from resolver.node_app import add_node_routes
 from resolver.rest_client import basic_auth_header
 
@@ -102,9 +101,7 @@ async def mirror_status(request: web.Request) -> web.StreamResponse:
 
 
 def _add_mirror_api(router: web.UrlDispatcher) -> None:
-    status = router.add_resource("/api/mirror")
-    status.add_route("GET", mirror_status)
-    status.add_route("*", method_not_allowed("GET"))
+    add_endpoint(router, "/api/mirror", GET=mirror_status)
 
 
 def _mirror_application() -> web.Application:
@@ -150,13 +147,8 @@ def mirror_app(
             mirror = Mirror(registry, feed, data_dir / STATE_NAME, primary, batch=batch)
             app[REGISTRY] = registry
             app[MIRROR] = mirror
-            task = asyncio.create_task(mirror.run(poll_seconds=poll_seconds), name="mirror pull loop")
-            try:
+            async with background(mirror.run(poll_seconds=poll_seconds), "mirror pull loop"):
                 yield
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
     app.cleanup_ctx.append(run_mirror)
     add_node_routes(app, resolver_url, extra_api=_add_mirror_api)

@@ -21,21 +21,20 @@ import orjson
 from aiohttp import web
 
 from idcore import limits
-from idcore.errors import InvalidHandle, InvalidValue, MalformedRequest, RequestTooLarge, ResponseCode, http_status_for
+from idcore.errors import InvalidHandle, InvalidValue, MalformedRequest, ResponseCode, http_status_for
 from idcore.handle import Handle, check_prefix
-from idcore.rest_json import dumps, filter_values_json, loads, values_from_put_body
+from idcore.rest_json import dumps, filter_values_json, values_from_put_body
 from idcore.values import ValueType, type_is
 from registry.resolution_stats import ResolutionStats
 from registry.service import Registry, Resolution
 from resolver.credentials import request_identity
 from resolver.http_common import (
-    JSON_CONTENT_TYPE,
     api_endpoint,
     flag,
     int_params,
     json_object_reply,
     json_reply,
-    require_content_type,
+    read_json,
     start_stream,
     strict_flag,
 )
@@ -138,24 +137,12 @@ async def _get_handle(request: web.Request) -> web.StreamResponse:
     return record_reply(text, await registry.resolve(handle, identity=identity), options)
 
 
-async def read_json_body(request: web.Request) -> Any:
-    """The request's JSON body, refused early when it is too large or not JSON."""
-    require_content_type(request, JSON_CONTENT_TYPE)
-    length = request.content_length
-    if length is not None and length > limits.MAX_RECORD_BODY_BYTES:
-        raise RequestTooLarge(f"request body is {length} bytes; the limit is {limits.MAX_RECORD_BODY_BYTES}")
-    body = await request.read()
-    if not body:
-        raise MalformedRequest("request body is empty; send the record's values as JSON")
-    return loads(body)
-
-
 @api_endpoint
 async def put_handle(request: web.Request) -> web.StreamResponse:
     registry = request.app[REGISTRY]
     query = request.query
     text = request.match_info["handle"]
-    values, body_handle = values_from_put_body(await read_json_body(request))
+    values, body_handle = values_from_put_body(await read_json(request, what="the record's values as JSON"))
     identity = await request_identity(request, registry, required=True)
     if strict_flag(query, "mintNewSuffix"):
         if not text:
@@ -326,13 +313,3 @@ def redirect_reply(url: str) -> web.Response:
 async def unknown_api(request: web.Request) -> web.StreamResponse:
     body = {"responseCode": 4, "message": f"Unknown HTTP API endpoint {request.method} {request.path}"}
     return json_reply(dumps(body), 404)
-
-
-def method_not_allowed(allowed: str) -> Any:
-    """A handler answering 405 in Handle shape, listing what is allowed."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        body = {"responseCode": 4, "message": f"{request.method} is not allowed on {request.path}; use {allowed}"}
-        return json_reply(dumps(body), 405, {"Allow": allowed})
-
-    return handler

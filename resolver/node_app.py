@@ -8,7 +8,6 @@ store itself and closes it on shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import AsyncIterator, Callable
@@ -23,7 +22,9 @@ from registry.sqlite_store import SqliteStore
 from registry.escrow import Escrow
 from resolver import batch_api, filing_api, journal_api, node_api
 from resolver import escrow_api
-from resolver.node_api import REGISTRY, STATS, method_not_allowed
+from resolver.background import background
+from resolver.http_common import add_endpoint
+from resolver.node_api import REGISTRY, STATS
 from resolver.qr_api import add_qr_routes, node_record_check
 from resolver import prefix_admin_api
 
@@ -57,23 +58,12 @@ def add_node_routes(
     """The node's routes; ``extra_api`` adds ``/api/...`` routes of its own
     (a mirror's status) before the catch-all answering unknown endpoints."""
     router = app.router
-    handles = router.add_resource("/api/handles")
-    handles.add_route("GET", node_api.list_handles)
-    handles.add_route("*", method_not_allowed("GET"))
-    handle = router.add_resource("/api/handles/{handle:.*}")
-    handle.add_route("GET", node_api.get_handle)
-    handle.add_route("PUT", node_api.put_handle)
-    handle.add_route("DELETE", node_api.delete_handle)
-    handle.add_route("*", method_not_allowed("GET, PUT, DELETE"))
-    prefixes = router.add_resource("/api/prefixes")
-    prefixes.add_route("GET", node_api.list_prefixes)
-    prefixes.add_route("*", method_not_allowed("GET"))
-    batch = router.add_resource("/api/batch")
-    batch.add_route("POST", batch_api.post_batch)
-    batch.add_route("*", method_not_allowed("POST"))
-    journal = router.add_resource("/api/journal")
-    journal.add_route("GET", journal_api.get_journal)
-    journal.add_route("*", method_not_allowed("GET"))
+    add_endpoint(router, "/api/handles", GET=node_api.list_handles)
+    add_endpoint(router, "/api/handles/{handle:.*}", GET=node_api.get_handle, PUT=node_api.put_handle,
+                 DELETE=node_api.delete_handle)
+    add_endpoint(router, "/api/prefixes", GET=node_api.list_prefixes)
+    add_endpoint(router, "/api/batch", POST=batch_api.post_batch)
+    add_endpoint(router, "/api/journal", GET=journal_api.get_journal)
     prefix_admin_api.add_prefix_admin_routes(router)
     filing_api.add_filing_routes(router)
     escrow_api.add_escrow_routes(router)
@@ -82,9 +72,7 @@ def add_node_routes(
     router.add_route("*", "/api/{tail:.*}", node_api.unknown_api)
     router.add_get("/", node_api.node_index)
     add_qr_routes(app, check=node_record_check, resolver_url=resolver_url)
-    proxy = router.add_resource("/{handle:.+}")
-    proxy.add_route("GET", node_api.proxy)
-    proxy.add_route("*", method_not_allowed("GET"))
+    add_endpoint(router, "/{handle:.+}", GET=node_api.proxy)
 
 
 def node_app(
@@ -131,13 +119,10 @@ def _keep_stats(path: Path) -> Callable[[web.Application], AsyncIterator[None]]:
                     except OSError as exc:
                         log.warning("cannot save resolution statistics to %s: %s", path, exc)
 
-        task = asyncio.create_task(flush(), name="resolution statistics")
         try:
-            yield
+            async with background(flush(), "resolution statistics"):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             if stats.dirty:
                 stats.save(path)
 

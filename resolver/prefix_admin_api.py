@@ -20,11 +20,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import orjson
 from aiohttp import web
 
 from idcore import limits
-from idcore.errors import InvalidValue, MalformedRequest, OperationNotSupported
+from idcore.errors import InvalidValue
 from registry.applicant import Application
 from registry.prefix_admin import PrefixAdmin, row_to_json
 from registry.prefix_admin_store import (
@@ -34,13 +33,8 @@ from registry.prefix_admin_store import (
 )
 from registry.secret_hash import hash_secret, run_hashing
 from resolver.credentials import request_identity
-from resolver.http_common import (
-    JSON_CONTENT_TYPE,
-    api_endpoint,
-    json_object_reply,
-    require_content_type,
-)
-from resolver.node_api import REGISTRY, method_not_allowed
+from resolver.http_common import app_feature, add_endpoint, api_endpoint, json_object_reply, read_json
+from resolver.node_api import REGISTRY
 
 PREFIX_ADMIN = web.AppKey("prefix_admin", PrefixAdmin)
 
@@ -51,16 +45,9 @@ MAX_APPLICATION_BODY_BYTES = 64 * 1024
 
 def add_prefix_admin_routes(router: web.UrlDispatcher) -> None:
     """The prefix administration routes (before the ``/api/`` catch-all)."""
-    collection = router.add_resource("/api/prefix-applications")
-    collection.add_route("GET", list_applications)
-    collection.add_route("POST", post_application)
-    collection.add_route("*", method_not_allowed("GET, POST"))
-    one = router.add_resource("/api/prefix-applications/{id}")
-    one.add_route("GET", get_application)
-    one.add_route("*", method_not_allowed("GET"))
-    action = router.add_resource("/api/prefix-applications/{id}/{action}")
-    action.add_route("POST", post_action)
-    action.add_route("*", method_not_allowed("POST"))
+    add_endpoint(router, "/api/prefix-applications", GET=list_applications, POST=post_application)
+    add_endpoint(router, "/api/prefix-applications/{id}", GET=get_application)
+    add_endpoint(router, "/api/prefix-applications/{id}/{action}", POST=post_action)
 
 
 def use_memory_store(app: web.Application) -> None:
@@ -81,29 +68,13 @@ def open_prefix_admin(data_dir: Path) -> Callable[[web.Application], AsyncIterat
 
 
 def _admin(request: web.Request) -> PrefixAdmin:
-    admin = request.app.get(PREFIX_ADMIN)
-    if admin is None:
-        raise OperationNotSupported("this node does not administer child prefixes")
-    return admin
-
-
-async def _json_body(request: web.Request, *, required: bool) -> object:
-    if not required and not request.can_read_body:
-        return {}
-    require_content_type(request, JSON_CONTENT_TYPE)
-    body = await request.content.read(MAX_APPLICATION_BODY_BYTES + 1)
-    if len(body) > MAX_APPLICATION_BODY_BYTES:
-        raise InvalidValue(f"body is larger than {MAX_APPLICATION_BODY_BYTES} bytes", limit="MAX_APPLICATION_BODY_BYTES")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"body is not JSON: {exc}") from None
+    return app_feature(request, PREFIX_ADMIN, "this node does not administer child prefixes")
 
 
 @api_endpoint
 async def post_application(request: web.Request) -> web.StreamResponse:
     admin = _admin(request)
-    body = await _json_body(request, required=True)
+    body = await read_json(request, limit=MAX_APPLICATION_BODY_BYTES, limit_name="MAX_APPLICATION_BODY_BYTES", what="the application as JSON")
     application = Application.from_json(body)
     assert isinstance(body, dict)
     secret = body.get("secret")
@@ -136,7 +107,7 @@ async def get_application(request: web.Request) -> web.StreamResponse:
 async def post_action(request: web.Request) -> web.StreamResponse:
     admin = _admin(request)
     identity = await request_identity(request, admin.registry, required=True)
-    body = await _json_body(request, required=False)
+    body = await read_json(request, limit=MAX_APPLICATION_BODY_BYTES, limit_name="MAX_APPLICATION_BODY_BYTES", required=False) or {}
     reason = body.get("reason") if isinstance(body, dict) else None
     if reason is not None and not isinstance(reason, str):
         raise InvalidValue("reason must be text", field="reason")

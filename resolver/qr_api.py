@@ -48,8 +48,8 @@ from qr.symbol import (
     MIN_MODULE_MM,
     QUIET_ZONE_MODULES,
 )
-from resolver.http_common import Handler, api_endpoint, json_reply
-from resolver.node_api import REGISTRY, method_not_allowed, path_handle
+from resolver.http_common import Handler, add_endpoint, api_endpoint, json_reply
+from resolver.node_api import REGISTRY, path_handle
 from resolver.qr_render import ImageJob, Renderer
 from resolver.recursive_api import METRICS, lookup
 
@@ -191,10 +191,7 @@ def add_qr_routes(app: web.Application, *, check: RecordCheck, resolver_url: str
 
     app.cleanup_ctx.append(renderer)
     handler = _uncached_errors(api_endpoint(functools.partial(qr_image, check=check, base=base)))
-    resource = app.router.add_resource("/qr/{name:.*}")
-    resource.add_route("GET", handler)
-    resource.add_route("HEAD", handler)
-    resource.add_route("*", method_not_allowed("GET, HEAD"))
+    add_endpoint(app.router, "/qr/{name:.*}", GET=handler, HEAD=handler)
 
 
 async def qr_image(request: web.Request, *, check: RecordCheck, base: str | None) -> web.StreamResponse:

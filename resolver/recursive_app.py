@@ -14,8 +14,9 @@ from aiohttp import web
 from cache.layered import LayeredCache
 from cache.memory import MemoryCache
 from resolver import recursive_api
+from resolver.http_common import add_endpoint
 from resolver.metrics import ResolverMetrics
-from resolver.node_api import method_not_allowed, unknown_api
+from resolver.node_api import unknown_api
 from resolver.qr_api import add_qr_routes, resolver_record_check
 from resolver.recursive import RecursiveResolver
 from resolver.recursive_api import METRICS, RESOLVER, SETTINGS
@@ -70,12 +71,8 @@ def recursive_app(settings: ResolverSettings) -> web.Application:
 
     app.cleanup_ctx.append(resources)
     router = app.router
-    handle = router.add_resource("/api/handles/{handle:.*}")
-    handle.add_route("GET", recursive_api.get_handle)
-    handle.add_route("*", method_not_allowed("GET"))
-    flush = router.add_resource("/api/cache/flush")
-    flush.add_route("POST", recursive_api.flush)
-    flush.add_route("*", method_not_allowed("POST"))
+    add_endpoint(router, "/api/handles/{handle:.*}", GET=recursive_api.get_handle)
+    add_endpoint(router, "/api/cache/flush", POST=recursive_api.flush)
     add_scan_routes(app)
     router.add_route("*", "/api/{tail:.*}", unknown_api)
     router.add_get("/metrics", recursive_api.metrics)
@@ -83,7 +80,5 @@ def recursive_app(settings: ResolverSettings) -> web.Application:
     router.add_get("/resolve", recursive_api.resolve_form)
     router.add_get("/", recursive_api.index)
     add_qr_routes(app, check=resolver_record_check, resolver_url=settings.public_url)
-    proxy = router.add_resource("/{handle:.+}")
-    proxy.add_route("GET", recursive_api.proxy)
-    proxy.add_route("*", method_not_allowed("GET"))
+    add_endpoint(router, "/{handle:.+}", GET=recursive_api.proxy)
     return app

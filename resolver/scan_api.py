@@ -48,8 +48,7 @@ from idcore.errors import (
 )
 from idcore.handle import Handle, parse
 from qr.verify import decode, open_image
-from resolver.http_common import api_endpoint, json_reply
-from resolver.node_api import method_not_allowed
+from resolver.http_common import body_too_large, read_body, add_endpoint, api_endpoint, json_reply
 from resolver.recursive_api import METRICS, SETTINGS, counted, lookup
 
 #: Largest body accepted, bytes: a phone photo as JPEG is 2-6 MB.
@@ -78,9 +77,7 @@ _SHOUTED_RE = re.compile(r"(?:HTTPS?://|HDL:)")
 def add_scan_routes(app: web.Application) -> None:
     """Serve ``POST /api/scan`` from ``app`` (before its ``/api/`` catch-all)."""
     app[DECODE_SLOTS] = asyncio.Semaphore(MAX_CONCURRENT_DECODES)
-    scan_resource = app.router.add_resource("/api/scan")
-    scan_resource.add_route("POST", scan)
-    scan_resource.add_route("*", method_not_allowed("POST"))
+    add_endpoint(app.router, "/api/scan", POST=scan)
 
 
 @api_endpoint
@@ -164,18 +161,11 @@ async def scanned_text(request: web.Request) -> str:
 
 
 def _too_large(size: int) -> RequestTooLarge:
-    return RequestTooLarge(f"scan of {size} bytes or more is over the limit of {MAX_SCAN_BODY_BYTES} (MAX_SCAN_BODY_BYTES)")
+    return body_too_large(size, MAX_SCAN_BODY_BYTES, "MAX_SCAN_BODY_BYTES")
 
 
 async def _read_body(request: web.Request) -> bytes:
-    # request.read() stops at the app's client_max_size, with another message
-    chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > MAX_SCAN_BODY_BYTES:
-            raise _too_large(size)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request, MAX_SCAN_BODY_BYTES, limit_name="MAX_SCAN_BODY_BYTES")
 
 
 async def _multipart_text(request: web.Request) -> str:
