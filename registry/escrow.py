@@ -12,11 +12,20 @@ Layout under ``<data>/escrow/<child>/``: one folder per archive, as
 ``idnode backup create`` writes it, plus ``escrow.json`` (what the parent
 recorded on receipt: time, size, status and why); ``<archive>.upload`` and
 ``<archive>.partial`` while an upload is received. An archive folder appears
-under its final name only once it is whole and its status is recorded.
+under its final name only once it is whole and its status is recorded, and
+is listed only while ``escrow.json`` is in it (removed first when it is
+deleted), so a crash at any point leaves nothing half-listed; whatever a
+crash left over is removed when the escrow is next opened.
+
+Retention: when an intact FULL arrives, only the newest
+:data:`KEEP_FULL_BACKUPS` intact FULLs are kept, with the DIFFs that can
+follow them; and at most :data:`KEEP_BAD_ARCHIVES` archives that failed
+their checks (the newest, for the operator to look at).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -47,6 +56,8 @@ from registry.node_key import (
 from registry.service import Registry, Resolution
 from registry.sqlite_store import SqliteStore
 
+log = logging.getLogger(__name__)
+
 #: Folder of the data folder escrowed archives live in.
 ESCROW_DIR = "escrow"
 
@@ -71,6 +82,16 @@ MAX_UPLOAD_BYTES = 8 * 1024**3
 #: Part files an archive may hold: more would be a 64 TiB archive at the
 #: default volume size, so a larger count is an attack on the file table.
 MAX_ARCHIVE_FILES = 10_000
+
+#: Intact FULL backups kept per child (each with the DIFFs that follow it):
+#: the newest restores the child; older ones are for a child whose newest
+#: data turned out wrong. Older FULLs and their DIFFs are deleted.
+KEEP_FULL_BACKUPS = 3
+
+#: Archives that failed their checks kept per child, newest first: enough
+#: to see what the child keeps sending, bounded so a broken child cannot
+#: fill the parent's disk with them.
+KEEP_BAD_ARCHIVES = 5
 
 #: Archive names: what ``create_backup`` makes, and anything else as plain
 #: (no path, no hidden files, bounded length).
@@ -191,6 +212,7 @@ class Escrow:
         self._takeover: dict[str, Registry | None] = {p.upper(): None for p in self._load_takeover()}
         self._takeover_display: dict[str, str] = {p.upper(): p for p in self._load_takeover()}
         self._stacks: dict[str, AsyncExitStack] = {}
+        self._remove_leftovers()
 
     # --- the recipient key ---------------------------------------------------
 
@@ -254,9 +276,10 @@ class Escrow:
             entry = self._check(check_child(child), archive, partial, size, reason)
             (partial / STATUS_NAME).write_bytes(entry.status_bytes())
             os.replace(partial, final)
-            return entry, True
         finally:
             self.abandon(child, archive)
+        self.prune(child)
+        return entry, True
 
     def _check(self, child: str, archive: str, folder: Path, size: int, reason: str | None) -> EscrowEntry:
         manifest: Manifest | None = None
@@ -277,6 +300,52 @@ class Escrow:
             manifest.watermark_to, manifest.records, manifest.deleted, len(manifest.parts), manifest.prefixes,
             manifest.created, manifest.node_fingerprint,
         )
+
+    # --- retention -----------------------------------------------------------
+
+    def prune(self, child: str) -> list[str]:
+        """Apply the retention rules to ``child``'s archives (blocking);
+        the names of the archives deleted.
+
+        Kept: the newest :data:`KEEP_FULL_BACKUPS` intact FULLs, every
+        intact DIFF starting at or after the oldest of them, and the newest
+        :data:`KEEP_BAD_ARCHIVES` bad archives.
+        """
+        entries = self.entries(child)
+        fulls = sorted((e for e in entries if e.status == OK and e.kind == FULL),
+                       key=lambda e: (e.watermark_to or 0, e.received), reverse=True)
+        doomed: list[EscrowEntry] = []
+        if len(fulls) > KEEP_FULL_BACKUPS:
+            kept = fulls[:KEEP_FULL_BACKUPS]
+            oldest_mark = min(e.watermark_to or 0 for e in kept)
+            doomed += [e for e in fulls[KEEP_FULL_BACKUPS:]]
+            # a chain from a kept FULL only takes DIFFs from its watermark on
+            doomed += [e for e in entries if e.status == OK and e.kind == DIFF and (e.watermark_from or 0) < oldest_mark]
+        bad = sorted((e for e in entries if e.status != OK), key=lambda e: (e.received, e.archive), reverse=True)
+        doomed += bad[KEEP_BAD_ARCHIVES:]
+        folder = self.child_folder(child)
+        for entry in doomed:
+            _delete_archive(folder / entry.archive)
+        if doomed:
+            log.info("escrow: deleted %d old archive(s) of %s: %s", len(doomed), child,
+                     ", ".join(e.archive for e in doomed))
+        return [e.archive for e in doomed]
+
+    def _remove_leftovers(self) -> None:
+        """Delete what a crash left: uploads and unpacked archives never
+        recorded, archives whose deletion stopped part way."""
+        if not self.folder.exists():
+            return
+        for child in self.folder.iterdir():
+            if not child.is_dir():
+                continue
+            for path in child.iterdir():
+                if path.name.endswith(_WORK_SUFFIXES) or (path.is_dir() and not (path / STATUS_NAME).exists()):
+                    log.info("escrow: removing %s, left by an interrupted upload or deletion", path)
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
 
     # --- listing -------------------------------------------------------------
 
@@ -446,6 +515,13 @@ def _unpack(upload: Path, folder: Path) -> str | None:
     if MANIFEST_NAME not in seen or SIGNATURE_NAME not in seen:
         return f"the upload lacks {MANIFEST_NAME} or {SIGNATURE_NAME}"
     return None
+
+
+def _delete_archive(folder: Path) -> None:
+    """Delete an archive folder: its status first, so it is never listed
+    while half deleted (what a crash leaves is removed on the next start)."""
+    (folder / STATUS_NAME).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _same(a: Path, b: Path) -> bool:

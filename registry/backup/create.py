@@ -10,6 +10,7 @@ Restoring applies them in order, and replaying a record twice is harmless.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -93,13 +94,7 @@ async def create_backup(
     prefixes = tuple(await store.homed_prefixes())
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     name = f"idnode-{kind}-{start:010d}-{watermark:010d}-{created.replace('-', '').replace(':', '')}"
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / (name + ".partial")
-    final = out_dir / name
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir()
+    partial, final = _reserve(Path(out_dir), name)
     header, secret = seal_for(recipient)
     writer = ArchiveWriter(partial, secret, volume_bytes)
     try:
@@ -154,6 +149,26 @@ async def _write_diff(store: Store, writer: ArchiveWriter, start: int, watermark
                 writer.add(record_line(key, record.handle, record.blob))
                 records += 1
     return records, deleted
+
+
+def _reserve(out_dir: Path, name: str) -> tuple[Path, Path]:
+    """A new ``.partial`` folder to write an archive called ``name`` in,
+    and the archive's final path. Two backups made in the same second of
+    the same watermark (or a folder left by a crash) get ``name-2``, ...,
+    never each other's folder."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        candidate = name if n == 1 else f"{name}-{n}"
+        final = out_dir / candidate
+        partial = out_dir / (candidate + ".partial")
+        if final.exists():
+            continue
+        try:
+            partial.mkdir()
+        except FileExistsError:
+            continue
+        return partial, final
+    raise AssertionError("unreachable")
 
 
 def _write_synced(path: Path, data: bytes) -> None:

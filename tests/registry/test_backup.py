@@ -119,6 +119,17 @@ async def test_restore_of_a_full_alone_reproduces_the_source_in_sqlite(tmp_path,
         assert await records_digest(target) == await records_digest(source)
 
 
+async def test_backups_of_the_same_watermark_in_the_same_second_get_their_own_folders(tmp_path, keys, monkeypatch):
+    source = await source_store(20)
+    second = time.gmtime()
+    monkeypatch.setattr(time, "gmtime", lambda *_: second)  # the archive name's time
+    made = [await backup(source, tmp_path, keys, FULL) for _ in range(3)]
+    folders = [m.folder for m in made]
+    assert len(set(folders)) == 3, folders
+    for m in made:
+        verify_archive(m.folder, keys[0], keys[1].public_key())
+
+
 async def test_volumes_respect_the_volume_size(tmp_path, keys):
     source = await source_store(300)
     full = await backup(source, tmp_path, keys, FULL, volume=4096)

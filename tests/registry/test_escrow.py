@@ -21,6 +21,9 @@ from registry.escrow import (
     RECIPIENT_KEY_NAME,
     Escrow,
     EscrowConflict,
+    KEEP_BAD_ARCHIVES,
+    KEEP_FULL_BACKUPS,
+    STATUS_NAME,
     EscrowUnavailable,
     check_archive_name,
 )
@@ -144,6 +147,60 @@ async def test_names_and_concurrent_uploads(escrow):
         escrow.begin(PREFIX, "one")
     escrow.abandon(PREFIX, "one")
     escrow.begin(PREFIX, "one")
+
+
+async def test_retention_keeps_the_newest_fulls_and_the_diffs_that_follow_them(escrow, tmp_path):
+    store = await child_store(3)
+    archives, fulls = [], []
+    for round in range(KEEP_FULL_BACKUPS + 2):
+        full = await make_archive(store, tmp_path, escrow, FULL)
+        await fill(store, [100 + round])
+        diff = await make_archive(store, tmp_path, escrow, DIFF, since=full.manifest.watermark_to)
+        await fill(store, [200 + round])
+        for backup in (full, diff):
+            upload(escrow, PREFIX, backup.folder)
+        archives.append((full.folder.name, diff.folder.name))
+        fulls.append(full)
+
+    listed = {e.archive for e in escrow.entries(PREFIX)}
+    kept_rounds = archives[-KEEP_FULL_BACKUPS:]
+    assert listed == {name for pair in kept_rounds for name in pair}
+    for full_name, diff_name in archives[:-KEEP_FULL_BACKUPS]:
+        assert not (escrow.child_folder(PREFIX) / full_name).exists()
+        assert not (escrow.child_folder(PREFIX) / diff_name).exists()
+    # the newest chain is whole: the last FULL and its DIFF
+    assert [p.name for p in escrow.restore_chain(PREFIX)] == list(archives[-1])
+
+
+async def test_retention_keeps_only_the_newest_bad_archives(escrow, tmp_path):
+    store = await child_store(2)
+    other = X25519PrivateKey.generate().public_key()
+    for n in range(KEEP_BAD_ARCHIVES + 3):
+        await fill(store, [300 + n])
+        bad = await make_archive(store, tmp_path, escrow, FULL, recipient=other)
+        entry, _ = upload(escrow, PREFIX, bad.folder)
+        assert entry.status == BAD
+    good = await make_archive(store, tmp_path, escrow, FULL)
+    upload(escrow, PREFIX, good.folder)
+    statuses = [e.status for e in escrow.entries(PREFIX)]
+    assert statuses.count(BAD) == KEEP_BAD_ARCHIVES and statuses.count(OK) == 1
+
+
+async def test_what_a_crash_left_is_removed_when_the_escrow_opens(escrow, tmp_path):
+    full = await make_archive(await child_store(3), tmp_path, escrow, FULL)
+    upload(escrow, PREFIX, full.folder)
+    folder = escrow.child_folder(PREFIX)
+    (folder / "next.upload").write_bytes(b"half a tar")
+    (folder / "next.partial").mkdir()
+    (folder / "next.partial" / "manifest.json").write_bytes(b"{}")
+    half_deleted = folder / "old"
+    half_deleted.mkdir()
+    (half_deleted / part_name(1)).write_bytes(b"x")
+
+    reopened = Escrow(escrow.data_dir)
+    assert sorted(p.name for p in folder.iterdir()) == [full.folder.name]
+    assert (folder / full.folder.name / STATUS_NAME).exists()
+    assert [e.archive for e in reopened.entries(PREFIX)] == [full.folder.name]
 
 
 async def test_takeover_answers_from_full_and_diffs(escrow, tmp_path):
