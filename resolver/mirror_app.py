@@ -7,6 +7,7 @@ over HTTP (:class:`HttpFeed`).
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -48,10 +49,20 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class HttpFeed:
     """Reads ``GET /api/journal`` of the primary at ``base_url``; use as an
     async context manager. ``identity``/``secret`` are sent as HTTP Basic
-    (not needed when the primary is on the same host)."""
+    (not needed when the primary is on the same host); ``tls`` is the
+    context an ``https://`` primary's certificate is checked with (None:
+    the system's trust store)."""
 
-    def __init__(self, base_url: str, *, identity: str | None = None, secret: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        identity: str | None = None,
+        secret: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._tls = tls
         self._headers = {}
         if identity is not None and secret is not None:
             self._headers["Authorization"] = basic_auth_header(identity, secret)
@@ -59,7 +70,8 @@ class HttpFeed:
 
     async def __aenter__(self) -> HttpFeed:
         timeout = aiohttp.ClientTimeout(total=FEED_TIMEOUT_SECONDS)
-        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
+        connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
+        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers, connector=connector)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -124,13 +136,15 @@ def mirror_app(
     *,
     identity: str | None = None,
     secret: str | None = None,
+    tls: ssl.SSLContext | None = None,
     batch: int = DEFAULT_BATCH,
     poll_seconds: float = DEFAULT_POLL_SECONDS,
     resolver_url: str = DEFAULT_RESOLVER_URL,
 ) -> web.Application:
     """A mirror of ``primary`` over the data folder ``data_dir`` (created,
     with an empty database, if needed): opens its store on start-up, runs
-    the pull loop while serving, and stops both on shutdown.
+    the pull loop while serving, and stops both on shutdown. ``identity``,
+    ``secret`` and ``tls`` are as for :class:`HttpFeed`.
 
     Raises (on start-up):
         InvalidValue: ``data_dir`` is a mirror of another primary.
@@ -140,7 +154,7 @@ def mirror_app(
     async def run_mirror(app: web.Application) -> AsyncIterator[None]:
         data_dir.mkdir(parents=True, exist_ok=True)
         async with SqliteStore(data_dir / DATABASE_NAME) as store, HttpFeed(
-            primary, identity=identity, secret=secret
+            primary, identity=identity, secret=secret, tls=tls
         ) as feed:
             registry = Registry(store)
             await registry.open()

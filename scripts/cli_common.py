@@ -93,6 +93,25 @@ def client_tls(args: Any) -> ssl.SSLContext | None:
         raise CliError(f"cannot use CA certificate {cacert}: {exc}") from None
 
 
+def server_tls(cert: str | Path | None, key: str | Path | None) -> ssl.SSLContext | None:
+    """The context to serve HTTPS with from a PEM certificate chain and its
+    key (None, None: plain HTTP).
+
+    Raises:
+        CliError: only one of the two, or files that cannot be used.
+    """
+    if (cert is None) != (key is None):
+        raise CliError("--tls-cert and --tls-key go together")
+    if cert is None or key is None:
+        return None
+    from resolver.serve import tls_context  # the server stack, only for the commands that serve
+
+    try:
+        return tls_context(Path(cert), Path(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot use TLS certificate {cert} and key {key}: {exc}") from None
+
+
 def client_for(args: Any) -> NodeClient:
     identity, secret = credentials(args)
     return NodeClient(args.server, identity=identity, secret=secret, tls=client_tls(args))

@@ -17,7 +17,7 @@ from registry.mirror import DEFAULT_BATCH, STATE_NAME, read_state
 from registry.node_setup import mirror_site_for, next_site_index
 from resolver.mirror_app import mirror_app
 from resolver.serve import tune_garbage_collector
-from scripts.cli_common import CliError, client_for, explicit_credentials, node_errors
+from scripts.cli_common import CliError, client_for, client_tls, explicit_credentials, node_errors, server_tls
 
 
 def _feed_credentials(args: Any) -> tuple[str | None, str | None]:
@@ -40,14 +40,17 @@ def serve(args: Any) -> int:
     if state and state.get("primary") not in (None, primary):
         raise CliError(f"{data} mirrors {state['primary']}, not {primary}; use a new folder")
     identity, secret = _feed_credentials(args)
-    app = mirror_app(data, primary, identity=identity, secret=secret, batch=args.batch, poll_seconds=args.poll)
+    serving_tls = server_tls(args.tls_cert, args.tls_key)
+    app = mirror_app(data, primary, identity=identity, secret=secret, tls=client_tls(args), batch=args.batch,
+                     poll_seconds=args.poll)
+    scheme = "https" if serving_tls else "http"
     print(
-        f"idnode mirror of {primary}: {data} served read-only on http://{args.host}:{args.port}/ (Ctrl-C stops)",
+        f"idnode mirror of {primary}: {data} served read-only on {scheme}://{args.host}:{args.port}/ (Ctrl-C stops)",
         flush=True,
     )
     tune_garbage_collector()
     try:
-        web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+        web.run_app(app, host=args.host, port=args.port, ssl_context=serving_tls, access_log=None, print=None)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     return 0
@@ -80,6 +83,9 @@ def add_parsers(commands: Any, default_server: str) -> None:
     mirror.add_argument("--port", type=int, default=8001, help="listen port (default: %(default)s)")
     mirror.add_argument("--id", dest="identity", help="identity for the primary's journal feed (env IDNODE_ID)")
     mirror.add_argument("--secret-file", help="file holding its secret (env IDNODE_SECRET / IDNODE_SECRET_FILE)")
+    mirror.add_argument("--cacert", help="PEM certificate(s) to trust for an https:// primary (env IDNODE_CACERT)")
+    mirror.add_argument("--tls-cert", help="PEM certificate chain to serve the mirror over HTTPS with")
+    mirror.add_argument("--tls-key", help="PEM private key of --tls-cert")
     mirror.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="journal entries per pull (default: %(default)s)")
     mirror.add_argument("--poll", type=float, default=1.0, help="seconds between pulls once caught up (default: %(default)s)")
     mirror.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))

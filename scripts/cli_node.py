@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ from typing import Any
 from idcore.errors import IdnodeError
 from idcore.settings import DATABASE_NAME, NodeSettings, SettingsError, build_settings
 from registry.node_setup import init_node
-from resolver.serve import run_node, tls_context
-from scripts.cli_common import CliError, read_config
+from resolver.serve import run_node
+from scripts.cli_common import CliError, read_config, server_tls
 
 
 async def init(args: Any) -> int:
@@ -53,12 +52,7 @@ def serve(args: Any) -> int:
     )
     if not settings.database.exists():
         raise CliError(f"no node database at {settings.database}; run 'idnode init --data {settings.data_dir} --prefix ...'")
-    tls = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        try:
-            tls = tls_context(settings.tls_cert, settings.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise CliError(f"cannot use TLS certificate {settings.tls_cert} and key {settings.tls_key}: {exc}") from None
+    tls = server_tls(settings.tls_cert, settings.tls_key)
     scheme = "https" if tls else "http"
     print(f"idnode serving {settings.data_dir} on {scheme}://{settings.host}:{settings.port}/ (Ctrl-C stops)", flush=True)
     try:

@@ -96,19 +96,33 @@ class MirrorProcess(NodeProcess):
     Ready once ``GET /api/mirror`` answers; :meth:`status` reads it.
     """
 
-    def __init__(self, data_dir: Path, primary: str, *, batch: int | None = None, port: int | None = None) -> None:
-        super().__init__(data_dir, port)
+    def __init__(
+        self,
+        data_dir: Path,
+        primary: str,
+        *,
+        batch: int | None = None,
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+        cacert: Path | None = None,
+    ) -> None:
+        super().__init__(data_dir, port, tls=tls)
         self.primary = primary
         self.batch = batch
+        self.cacert = cacert
 
     def start(self) -> MirrorProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / f"mirror-{self.port}.log"
-        batch = ["--batch", str(self.batch)] if self.batch else []
+        options = ["--batch", str(self.batch)] if self.batch else []
+        if self.tls:
+            options += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+        if self.cacert:
+            options += ["--cacert", str(self.cacert)]
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
                 [*IDNODE, "mirror", "--primary", self.primary, "--data", str(self.data_dir), "--port", str(self.port),
-                 "--poll", "0.05", *batch],
+                 "--poll", "0.05", *options],
                 stdout=out, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + START_TIMEOUT
@@ -124,6 +138,7 @@ class MirrorProcess(NodeProcess):
         raise RuntimeError(f"mirror did not answer on {self.url} within {START_TIMEOUT}s")
 
     def status(self) -> dict:
-        """The mirror's ``GET /api/mirror`` reply."""
-        with urllib.request.urlopen(self.url + "/api/mirror", timeout=2) as reply:
+        """The mirror's ``GET /api/mirror`` reply (over HTTPS, trusting its own certificate)."""
+        context = ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else None
+        with urllib.request.urlopen(self.url + "/api/mirror", timeout=2, context=context) as reply:
             return json.loads(reply.read())
