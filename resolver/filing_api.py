@@ -55,7 +55,7 @@ from idcore.rest_json import loads
 from idcore.values import AdminPermission, ValueReference, ValueType, type_is
 from registry import authz
 from registry.authz import AdminSource
-from registry.filing import sign
+from registry.filing import REFUSAL_STATUSES, ParentRefused, sign
 from registry.filing_store import FILINGS_NAME, MAX_QUERY_ROWS, FilingStore, StatisticsFiling, parse_filing
 from registry.service import Registry
 from resolver.credentials import request_identity
@@ -247,8 +247,13 @@ class HttpParent:
         try:
             obj = orjson.loads(answer)
         except orjson.JSONDecodeError:
-            raise BadUpstreamReply(f"{url} answered HTTP {status} with a body that is not JSON") from None
+            obj = None
+        message = obj.get("message") if isinstance(obj, dict) else None
+        if status in REFUSAL_STATUSES:  # checked first: a proxy's refusal page is not JSON
+            raise ParentRefused(f"{url} refused the filer's credentials (HTTP {status}): {message}",
+                                parent_status=status)
+        if obj is None:
+            raise BadUpstreamReply(f"{url} answered HTTP {status} with a body that is not JSON")
         if status != 200 or not isinstance(obj, dict):
-            message = obj.get("message") if isinstance(obj, dict) else None
             raise UpstreamError(f"{url} refused the filing (HTTP {status}): {message}")
         return obj

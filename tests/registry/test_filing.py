@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import itertools
+import time
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -14,15 +17,32 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from idcore.errors import UpstreamUnavailable
 from idcore.handle import Handle, prefix_handle
-from idcore.values import ALL_ADMIN_PERMISSIONS, AdminRef, HandleValue, ReservedIndex, ValueReference, ValueType
+from idcore.rest_json import values_from_json
+from idcore.values import (
+    ALL_ADMIN_PERMISSIONS,
+    AdminRef,
+    HandleValue,
+    ReservedIndex,
+    ValueReference,
+    ValueType,
+)
 from registry import batch
-from registry.filing import FILING_STATE_NAME, Filer, grant_filing
+from registry.filing import (
+    FILING_STATE_NAME,
+    MAX_STATISTICS_BACKFILL_DAYS,
+    REFUSAL_LOG_SECONDS,
+    Filer,
+    ParentRefused,
+    grant_filing,
+)
+from registry.daily_registrations import MAX_COUNT_ATTEMPTS, JournalBusy, registrations
 from registry.filing_store import FILINGS_NAME, FilingStore
 from registry.memory_store import MemoryStore
 from registry.mirror import Backoff, write_state
 from registry.node_setup import prefix_record_values, site_for
 from registry.resolution_stats import ResolutionStats
 from registry.service import Registry
+from registry.sqlite_store import SqliteStore
 from resolver.filing_api import FILINGS, SIGNATURE_HEADER, HttpParent
 from resolver.hierarchy import sample_handle, sample_values
 from resolver.node_api import STATS
@@ -195,6 +215,18 @@ async def test_unauthenticated_unsigned_or_wrong_prefix_filings_are_refused(node
     assert (await client.post("/api/filings", data=other, headers=other_auth)).status == 200
 
 
+async def test_the_http_parent_reports_refused_credentials_as_a_refusal(nodes):
+    url = str(nodes["client"].make_url(""))
+    body = master_data(CHILD, f"{CHILD}/R-1")
+    async with HttpParent(url, CHILD_ID, "not-the-secret", nodes["key"]) as wrong_secret:
+        with pytest.raises(ParentRefused) as refused:
+            await wrong_secret.file(body)
+    assert refused.value.parent_status == 401 and "credentials" in refused.value.message
+    async with HttpParent(url, CHILD_ID, CHILD_SECRET, Ed25519PrivateKey.generate()) as wrong_key:
+        with pytest.raises(ParentRefused, match="not signed"):
+            await wrong_key.file(body)
+
+
 async def test_daily_statistics_are_filed_with_sensible_numbers(nodes, aiohttp_client):
     child, client = nodes["child"], nodes["client"]
     await register(child, 1, 30)
@@ -256,3 +288,247 @@ async def test_the_parent_answers_who_filed_what_and_shows_lag(nodes):
     reply = await client.get("/api/filings", params={"child": CHILD, "handle": handle})
     [entry] = (await reply.json())["entries"]
     assert entry["handle"] == handle and entry["op"] == "create" and entry["filed_ms"] >= entry["at_ms"]
+
+
+# --- daily statistics over missed days, and a refusing parent -----------------
+
+DAY_MS = 86_400_000
+#: 2025-03-01T00:00:00Z, the first day of the journals the tests below write.
+DAY_1_MS = 1_740_787_200_000
+
+
+def day_n(n: int) -> str:
+    """The UTC day ``n`` days after 2025-02-28 (day 1 is 2025-03-01)."""
+    return (datetime.date(2025, 2, 28) + datetime.timedelta(days=n)).isoformat()
+
+
+@pytest.fixture
+def journal_clock(monkeypatch):
+    """The time stamped on journal entries, settable: stores have no clock of
+    their own, every transaction reads ``time.time()`` of registry.store."""
+    now = [DAY_1_MS / 1000]
+    monkeypatch.setattr("registry.store.time", SimpleNamespace(time=lambda: now[0]))
+    return now
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def child_node(request, tmp_path, journal_clock):
+    """The child's registry (88.118.2 homed) on a memory or SQLite store."""
+    store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "child.sqlite3")
+    async with store:
+        child = Registry(store)
+        await child.open()
+        await child.home_prefix(CHILD, prefix_record_values(CHILD, CHILD_SECRET.encode(), site_for("127.0.0.1", 8001)))
+        yield child
+
+
+class RecordingParent:
+    """A :class:`Parent` in memory: acknowledges everything, keeps the
+    statistics reports; ``fail_on_day`` makes the filing of that day fail
+    (once), ``refusal`` makes every filing refused with that message."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict] = []
+        self.fail_on_day: str | None = None
+        self.refusal: str | None = None
+        self.refused = 0
+
+    async def file(self, body: bytes) -> dict:
+        if self.refusal is not None:
+            self.refused += 1
+            raise ParentRefused(self.refusal, parent_status=403)
+        filing = orjson.loads(body)
+        if filing["kind"] == "master-data":
+            return {"responseCode": 1, "acknowledged": filing["through"]}
+        if filing["day"] == self.fail_on_day:
+            self.fail_on_day = None
+            raise UpstreamUnavailable("cannot reach the parent: connection reset")
+        self.reports.append(filing)
+        return {"responseCode": 1, "child": filing["child"], "day": filing["day"]}
+
+
+def stats_filer(store, parent, tmp_path, now_s: float, **kwargs) -> Filer:
+    return Filer(store, parent, tmp_path / FILING_STATE_NAME, "http://parent.test", CHILD,
+                 clock=lambda: now_s, **kwargs)
+
+
+async def write_six_days(child: Registry, journal_clock: list[float]) -> None:
+    """Day 1: 5 created; day 2: one updated; day 3: 3 created; day 4: one
+    deleted; day 5: nothing; day 6 (the filer's today): 2 created."""
+    def at(day: int, hour: int) -> None:
+        journal_clock[0] = (DAY_1_MS + (day - 1) * DAY_MS + hour * 3_600_000) / 1000
+
+    at(1, 1)  # the prefix was homed at 00:00 of day 1
+    await register(child, 1, 5)
+    at(2, 23)
+    await child.put(Handle.from_text(sample_handle(CHILD, 2)), values_from_json(sample_values(CHILD, 99)), CHILD_ADMIN)
+    at(3, 0)
+    await register(child, 6, 3)
+    at(4, 12)
+    await child.delete(Handle.from_text(sample_handle(CHILD, 4)), CHILD_ADMIN)
+    at(6, 8)
+    await register(child, 20, 2)
+
+
+#: The registrations of days 1..5 of :func:`write_six_days`.
+SIX_DAYS_EXPECTED = {day_n(1): {"day": 5, "total": 5}, day_n(2): {"day": 0, "total": 5},
+                     day_n(3): {"day": 3, "total": 8}, day_n(4): {"day": 0, "total": 7},
+                     day_n(5): {"day": 0, "total": 7}}
+
+
+async def test_missed_days_are_each_filed_once_with_their_registrations_and_end_of_day_totals(
+    child_node, journal_clock, tmp_path
+):
+    child = child_node
+    await write_six_days(child, journal_clock)
+    counters = ResolutionStats(clock=lambda: (DAY_1_MS + DAY_MS) / 1000 + 60)  # day 2
+    counters.record(True, 0.002)
+    counters.save(tmp_path / "resolution_stats.json")
+    parent = RecordingParent()
+    day_6_noon = (DAY_1_MS + 5 * DAY_MS) / 1000 + 12 * 3600
+    filer = stats_filer(child.store, parent, tmp_path, day_6_noon, stats_path=tmp_path / "resolution_stats.json")
+    assert await filer.file_due_statistics() == [day_n(n) for n in range(1, 6)]
+    assert {r["day"]: r["registrations"] for r in parent.reports} == SIX_DAYS_EXPECTED
+    assert [r["day"] for r in parent.reports] == sorted(SIX_DAYS_EXPECTED)  # oldest first
+    assert [r["resolution"]["requests"] for r in parent.reports] == [0, 1, 0, 0, 0]
+    assert await child.store.count_handles(CHILD) == 9  # today's two count in no filed day
+    assert orjson.loads(filer.state_path.read_bytes())["statistics_day"] == day_n(5)
+    assert await filer.file_due_statistics() == [] and len(parent.reports) == 5
+    again = stats_filer(child.store, parent, tmp_path, day_6_noon + 3600)  # a restart the same day
+    assert await again.file_due_statistics() == [] and len(parent.reports) == 5
+    # the on-demand report of a past day agrees with the filed one
+    assert (await filer.statistics(day_n(3)))["registrations"] == SIX_DAYS_EXPECTED[day_n(3)]
+
+
+async def test_a_filer_that_died_after_an_acknowledged_day_resumes_at_the_next(child_node, journal_clock, tmp_path):
+    child = child_node
+    await write_six_days(child, journal_clock)
+    parent = RecordingParent()
+    parent.fail_on_day = day_n(4)
+    day_6_noon = (DAY_1_MS + 5 * DAY_MS) / 1000 + 12 * 3600
+    with pytest.raises(UpstreamUnavailable):
+        await stats_filer(child.store, parent, tmp_path, day_6_noon).file_due_statistics()
+    assert orjson.loads((tmp_path / FILING_STATE_NAME).read_bytes())["statistics_day"] == day_n(3)
+    resumed = stats_filer(child.store, parent, tmp_path, day_6_noon)  # a new process, from the state file
+    assert await resumed.file_due_statistics() == [day_n(4), day_n(5)]
+    assert [r["day"] for r in parent.reports] == [day_n(n) for n in range(1, 6)]  # each once
+    assert {r["day"]: r["registrations"] for r in parent.reports} == SIX_DAYS_EXPECTED
+
+
+async def test_a_total_counted_while_a_write_lands_is_counted_again(child_node, journal_clock, tmp_path):
+    child = child_node
+    await write_six_days(child, journal_clock)
+    numbers = itertools.count(1000)
+
+    class WriteDuringCount:
+        """The child's store, with a registration committed just before
+        each of the first ``writes`` counts."""
+
+        def __init__(self, store, writes: int) -> None:
+            self.store, self.writes, self.counts = store, writes, 0
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+        async def count_handles(self, prefix: str) -> int:
+            self.counts += 1
+            if self.writes:
+                self.writes -= 1
+                await register(child, next(numbers), 1)
+            return await self.store.count_handles(prefix)
+
+    racing = WriteDuringCount(child.store, writes=2)
+    assert await registrations(racing, CHILD, SIX_DAYS_EXPECTED) == SIX_DAYS_EXPECTED
+    assert racing.counts == 3
+    busy = WriteDuringCount(child.store, writes=10**6)
+    with pytest.raises(JournalBusy):
+        await registrations(busy, CHILD, [day_n(1)])
+    assert busy.counts == MAX_COUNT_ATTEMPTS
+    assert (await registrations(child.store, CHILD, [day_n(3)]))[day_n(3)] == {"day": 3, "total": 8}
+
+
+async def test_statistics_older_than_the_backfill_bound_are_skipped_with_one_warning(
+    child_node, journal_clock, tmp_path, caplog
+):
+    child = child_node
+    await register(child, 1, 4)  # day 1
+    now = DAY_1_MS / 1000 + (MAX_STATISTICS_BACKFILL_DAYS + 20) * 86400
+    parent = RecordingParent()
+    yesterday = day_n(MAX_STATISTICS_BACKFILL_DAYS + 20)
+    oldest = day_n(21)
+    # a filer that filed day 5, then was down
+    write_state(tmp_path / FILING_STATE_NAME, {"parent": "http://parent.test", "prefix": CHILD,
+                                               "filed_seq": 0, "statistics_day": day_n(5)})
+    filer = stats_filer(child.store, parent, tmp_path, now)
+    parent.fail_on_day = oldest  # the first day filed fails, so the retry skips the same days again
+    with pytest.raises(UpstreamUnavailable):
+        await filer.file_due_statistics()
+    assert await filer.file_due_statistics() == days_between(oldest, yesterday)
+    assert [r["day"] for r in parent.reports] == days_between(oldest, yesterday)
+    assert len(days_between(oldest, yesterday)) == MAX_STATISTICS_BACKFILL_DAYS
+    assert all(r["registrations"] == {"day": 0, "total": 4} for r in parent.reports)
+    [warning] = [r for r in caplog.records if "are not filed" in r.message]  # once, though retried
+    assert warning.levelname == "WARNING" and f"{day_n(6)} through {day_n(20)}" in warning.message
+    # a first run starts at the later of the journal's first day and the bound
+    caplog.clear()
+    (tmp_path / FILING_STATE_NAME).unlink()
+    first_run = stats_filer(child.store, RecordingParent(), tmp_path, now)
+    assert await first_run.due_statistics_days() == days_between(oldest, yesterday)
+    assert f"{day_n(1)} through {day_n(20)}" in caplog.text
+    recent = stats_filer(child.store, RecordingParent(), tmp_path, DAY_1_MS / 1000 + 3 * 86400)
+    assert await recent.due_statistics_days() == [day_n(1), day_n(2), day_n(3)]
+
+
+async def test_a_first_run_on_an_empty_journal_files_yesterday_only(tmp_path):
+    async with MemoryStore() as store:
+        filer = stats_filer(store, RecordingParent(), tmp_path, DAY_1_MS / 1000 + 40 * 86400)
+        assert await filer.due_statistics_days() == [day_n(40)]
+
+
+def days_between(first: str, last: str) -> list[str]:
+    start, end = datetime.date.fromisoformat(first), datetime.date.fromisoformat(last)
+    return [(start + datetime.timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+async def test_a_refusing_parent_is_logged_as_an_error_shown_in_status_and_retried(tmp_path, caplog):
+    async with MemoryStore() as store:
+        child = Registry(store)
+        await child.open()
+        await child.home_prefix(CHILD, prefix_record_values(CHILD, CHILD_SECRET.encode(), site_for("127.0.0.1", 8001)))
+        await register(child, 1, 3)
+        parent = RecordingParent()
+        parent.refusal = "300:0.NA/88.118.2 may not file for 88.118.2"
+        now = [time.time()]
+        filer = Filer(store, parent, tmp_path / FILING_STATE_NAME, "http://parent.test", CHILD,
+                      backoff=Backoff(initial=0.001, maximum=0.005), clock=lambda: now[0])
+
+        def refusal_logs() -> list:
+            return [r for r in caplog.records if "refused this filer's credentials" in r.message]
+
+        async def until(condition) -> None:
+            for _ in range(1000):
+                if condition():
+                    return
+                await asyncio.sleep(0.005)
+            raise AssertionError("timed out")
+
+        task = asyncio.create_task(filer.run(poll_seconds=0.005))
+        try:
+            await until(lambda: parent.refused >= 5)
+            [logged] = refusal_logs()  # an unchanged refusal is logged once ...
+            assert logged.levelname == "ERROR" and "idnode filing grant" in logged.message
+            assert filer.status()["refused"] == parent.refusal and filer.status()["parentReachable"] is False
+            now[0] += REFUSAL_LOG_SECONDS  # ... and again after a while
+            await until(lambda: len(refusal_logs()) == 2)
+            parent.refusal = "the filing is not signed by the node key recorded in 0.NA/88.118.2"
+            await until(lambda: len(refusal_logs()) == 3)  # a new refusal is news
+            assert parent.refusal in refusal_logs()[-1].message
+            assert not task.done()
+            parent.refusal = None  # the operator granted filing at the parent
+            last = await store.last_seq()
+            await until(lambda: filer.filed_seq == last and filer.failures == 0)
+            assert filer.status()["refused"] is None and filer.status()["parentReachable"] is True
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
