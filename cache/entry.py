@@ -23,7 +23,10 @@ import orjson
 
 #: Version of the serialised form; bumped when it changes, so that processes
 #: of different versions sharing one Redis never read each other's entries.
-SCHEMA_VERSION = 1
+#: 2: the ``escrow`` flag. Version 1 readers would ignore it and serve an
+#: escrow copy as the child's own answer, and a version 1 entry cannot vouch
+#: that it is not one, so the versions must not share entries.
+SCHEMA_VERSION = 2
 
 #: Bytes an entry costs besides its values and reply body, for the
 #: in-process byte bound: the entry object, its key and name strings, the
@@ -61,6 +64,9 @@ class CacheEntry:
         values_json: the JSON array of values (``b"[]"`` for NOT_FOUND).
         ttl: seconds the entry is fresh, already clamped by the policy.
         stored_at: wall-clock seconds (``time.time()``) when it was fetched.
+        escrow: the answer came from the parent's escrow copy of a node that
+            is down (the authoritative reply said ``"escrow": true``), so it
+            may be as old as the last backup the parent holds.
         memo: per-process ready-made reply bodies (never serialised).
     """
 
@@ -69,6 +75,7 @@ class CacheEntry:
     values_json: bytes
     ttl: int
     stored_at: float
+    escrow: bool = False
     memo: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
@@ -90,17 +97,20 @@ class CacheEntry:
         return ENTRY_OVERHEAD_BYTES + 2 * len(self.values_json) + 3 * len(self.name)
 
     def to_bytes(self) -> bytes:
-        """The entry as orjson bytes, for a shared tier."""
-        return orjson.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "kind": int(self.kind),
-                "name": self.name,
-                "ttl": self.ttl,
-                "stored_at": self.stored_at,
-                "values": orjson.Fragment(self.values_json),
-            }
-        )
+        """The entry as orjson bytes, for a shared tier. ``escrow`` is
+        written only when set (absent means false): nearly every entry is
+        not an escrow copy, and a shared tier holds millions of them."""
+        obj = {
+            "v": SCHEMA_VERSION,
+            "kind": int(self.kind),
+            "name": self.name,
+            "ttl": self.ttl,
+            "stored_at": self.stored_at,
+            "values": orjson.Fragment(self.values_json),
+        }
+        if self.escrow:
+            obj["escrow"] = True
+        return orjson.dumps(obj)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CacheEntry:
@@ -117,6 +127,16 @@ class CacheEntry:
             values = obj["values"]
             if not isinstance(values, list):
                 raise ValueError("cache entry values must be a list")
-            return cls(EntryKind(obj["kind"]), str(obj["name"]), orjson.dumps(values), int(obj["ttl"]), float(obj["stored_at"]))
+            escrow = obj.get("escrow", False)
+            if type(escrow) is not bool:
+                raise ValueError("cache entry escrow flag must be true or false")
+            return cls(
+                EntryKind(obj["kind"]),
+                str(obj["name"]),
+                orjson.dumps(values),
+                int(obj["ttl"]),
+                float(obj["stored_at"]),
+                escrow,
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"not a cache entry: {exc}") from None

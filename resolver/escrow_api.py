@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from idcore.errors import (
+    HandleNotFound,
     IdnodeError,
     InsufficientPermissions,
     MalformedRequest,
@@ -36,7 +37,16 @@ from registry import authz
 from registry.escrow import OK, Escrow, check_archive_name, check_child
 from registry.node_key import public_pem
 from resolver.credentials import request_identity
-from resolver.http_common import app_feature, add_endpoint, api_endpoint, flag, json_object_reply, json_reply, read_json
+from resolver.http_common import (
+    add_endpoint,
+    api_endpoint,
+    app_feature,
+    error_reply,
+    flag,
+    json_object_reply,
+    json_reply,
+    read_json,
+)
 from resolver.node_api import (
     REGISTRY,
     ReadOptions,
@@ -199,7 +209,10 @@ async def _takeover_answer(request: web.Request) -> web.StreamResponse:
     child = escrow.taken_over(handle)
     assert child is not None
     options = ReadOptions.of(request)
-    reply = record_reply(text, await escrow.resolve(handle, child), options)
+    try:
+        reply = record_reply(text, await escrow.resolve(handle, child), options)
+    except HandleNotFound as exc:  # marked too: "not found" is as old as the escrowed data
+        reply = error_reply(exc)
     assert isinstance(reply.body, bytes)
     body = orjson.loads(reply.body)
     body["escrow"] = True

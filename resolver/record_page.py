@@ -50,7 +50,7 @@ dl div{padding:.55rem .75rem;border-top:1px solid #eaeef2}
 dl div:first-child{border-top:0}
 dt{font-size:.8rem;color:#57606a;text-transform:uppercase;letter-spacing:.03em}
 dd{margin:.1rem 0 0;overflow-wrap:anywhere;white-space:pre-wrap}
-.stale{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.5rem .75rem}
+.stale,.escrow{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.5rem .75rem}
 .missing{background:#ffebe9;border:1px solid #ff8182;border-radius:6px;padding:.5rem .75rem}
 details{margin:1rem 0;color:#57606a}
 a{color:#0969da}
@@ -100,8 +100,18 @@ def _title(values: list[dict[str, Any]], handle: str) -> str:
     return handle
 
 
+#: Shown above a record answered from the parent's escrow copy.
+ESCROW_NOTICE = (
+    "The node that holds this identifier is down; this record comes from the backup "
+    "its parent node keeps and may be out of date."
+)
+
+#: Shown above a record served from an expired cache entry.
+STALE_NOTICE = "The authoritative node could not be reached; this is the last known record."
+
+
 def render_record_page(
-    handle: str, values: list[dict[str, Any]] | None, *, json_url: str, stale: bool = False
+    handle: str, values: list[dict[str, Any]] | None, *, json_url: str, stale: bool = False, escrow: bool = False
 ) -> str:
     """The page for ``handle``.
 
@@ -111,6 +121,8 @@ def render_record_page(
             handle does not exist.
         json_url: link to the raw JSON of the record.
         stale: the answer came from an expired cache entry.
+        escrow: the answer came from the parent node's escrow copy (the
+            identifier's own node is down).
     """
     escaped_handle = html.escape(handle)
     if values is None:
@@ -123,7 +135,9 @@ def render_record_page(
         rows = "".join(_row(v) for v in sorted(fields, key=lambda v: v.get("index", 0)))
         body = f'<p class="handle">{escaped_handle}</p>'
         if stale:
-            body += '<p class="stale">The authoritative node could not be reached; this is the last known record.</p>'
+            body += f'<p class="stale">{STALE_NOTICE}</p>'
+        if escrow:
+            body += f'<p class="escrow">{ESCROW_NOTICE}</p>'
         body += f"<dl>{rows}</dl>" if rows else "<p>This record has no product fields.</p>"
         if technical:
             tech_rows = "".join(_row(v) for v in technical)

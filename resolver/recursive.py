@@ -13,7 +13,9 @@ that it does what caching resolvers do:
   background;
 - serve-stale: when the walk fails, an expired entry still kept is served
   (marked stale), and that handle is retried upstream only after a backoff
-  that doubles with each failure, not on every request.
+  that doubles with each failure, not on every request;
+- escrow: an answer a parent gave from its escrow copy of a node that is
+  down is cached marked as such, for at most ESCROW_MAX_TTL_SECONDS.
 
 Only answers from the authoritative node are cached; a failure never is, so
 a failure can never hide a good answer.
@@ -39,13 +41,19 @@ from idcore.rest_json import values_from_json
 from idcore.site import Site
 from resolver.metrics import ResolverMetrics
 from resolver.upstream import HttpTransport, UpstreamFailure, UpstreamHealth
-from resolver.walk import BOOTSTRAP, Hop, Start, Walk, site_from_value
+from resolver.walk import BOOTSTRAP, Answer, Hop, Start, Walk, site_from_value
 
 log = logging.getLogger("idnode.resolver")
 
 #: Handles remembered as "served stale, retry later" at once; beyond this
 #: the oldest are forgotten (their next request goes upstream once more).
 MAX_STALE_BACKOFFS = 100_000
+
+#: Longest time an answer from a parent's escrow copy stays fresh, whatever
+#: its values or the policy's min_ttl say: the copy is as old as the last
+#: backup, and asking again within a minute finds the node itself soon
+#: after it is back (its parent then refers to it again).
+ESCROW_MAX_TTL_SECONDS = 60
 
 
 class Result(NamedTuple):
@@ -264,16 +272,21 @@ class RecursiveResolver:
             raise walk.error
         answer = walk.answer
         assert answer is not None
-        now = self._clock()
-        if answer.found:
-            entry = CacheEntry(
-                EntryKind.ANSWER, answer.handle, answer.values_json, self.policy.answer_ttl(answer.value_ttls), now
-            )
-        else:
-            entry = CacheEntry(EntryKind.NOT_FOUND, answer.handle, b"[]", self.policy.not_found_ttl(), now)
+        entry = self._answer_entry(answer)
         await self.cache.put(key, entry, self.policy.keep_seconds(entry.ttl))
         self._stale_backoff.pop(key, None)
         return Result(entry, "upstream", tuple(walk.hops))
+
+    def _answer_entry(self, answer: Answer) -> CacheEntry:
+        """The cache entry of a walk's answer: TTL by the policy, and at most
+        ESCROW_MAX_TTL_SECONDS for an answer from escrow."""
+        if answer.found:
+            kind, values_json, ttl = EntryKind.ANSWER, answer.values_json, self.policy.answer_ttl(answer.value_ttls)
+        else:
+            kind, values_json, ttl = EntryKind.NOT_FOUND, b"[]", self.policy.not_found_ttl()
+        if answer.escrow:
+            ttl = min(ttl, ESCROW_MAX_TTL_SECONDS)
+        return CacheEntry(kind, answer.handle, values_json, ttl, self._clock(), answer.escrow)
 
     async def _learn(self, walk: Walk) -> None:
         """Cache the delegations a walk was given; forget those that failed it."""

@@ -5,7 +5,9 @@
   the cache and asks the authoritative node; ``trace=true`` does that too
   and adds every hop of the walk to the reply. An answer served from an
   expired entry because no upstream answered carries ``"stale": true`` and a
-  ``Warning: 110`` header. ``X-Idnode-Cache`` says where the answer came from.
+  ``Warning: 110`` header. An answer a parent node gave from its escrow copy
+  of a node that is down carries ``"escrow": true``, as the parent's reply
+  did. ``X-Idnode-Cache`` says where the answer came from.
 - ``GET /{handle}``: the proxy form: 302 to the first URL value, with
   ``Cache-Control``/``Expires`` from the TTL; ``?noredirect``, or a browser
   (``Accept: text/html``) asking for a record without a URL, gets the
@@ -44,7 +46,14 @@ from idcore.errors import (
 )
 from idcore.handle import Handle, check_prefix, parse, url_path
 from idcore.rest_json import dumps, filter_values_json
-from resolver.http_common import Handler, api_endpoint, error_reply, flag, json_object_reply, json_reply
+from resolver.http_common import (
+    Handler,
+    api_endpoint,
+    error_reply,
+    flag,
+    json_object_reply,
+    json_reply,
+)
 from resolver.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from resolver.metrics import ResolverMetrics
 from resolver.node_api import ReadOptions, first_url, path_handle, redirect_reply
@@ -104,9 +113,13 @@ async def lookup(request: web.Request, handle: Handle, *, authoritative: bool = 
 
 
 def _answer_body(asked: str, entry: CacheEntry) -> bytes:
+    """The plain REST body of an ANSWER entry for the spelling ``asked``,
+    built once and kept in the entry's memo (the escrow marker with it, so a
+    hit costs no more for an escrow answer)."""
     body = entry.memo.get(asked)
     if body is None:
-        body = b'{"responseCode":1,"handle":' + dumps(asked) + b',"values":' + entry.values_json + b"}"
+        body = b'{"responseCode":1,"handle":' + dumps(asked) + b',"values":' + entry.values_json
+        body += b',"escrow":true}' if entry.escrow else b"}"
         if len(entry.memo) < MAX_MEMO_BODIES:
             entry.memo[asked] = body
     return body
@@ -192,7 +205,7 @@ def _reply(request: web.Request, asked: str, result: Result, options: ReadOption
     if result.source == "stale":
         headers["Warning"] = _STALE_WARNING
     if entry.kind is EntryKind.NOT_FOUND:
-        if not trace and result.source != "stale":
+        if not trace and result.source != "stale" and not entry.escrow:
             raise _not_found(asked)
         request.app[METRICS].error(ResponseCode.HANDLE_NOT_FOUND)  # answered here, not raised to @counted
         body: dict[str, Any] = _not_found(asked).to_json()
@@ -206,6 +219,8 @@ def _reply(request: web.Request, asked: str, result: Result, options: ReadOption
         status = http_status_for(code, resolution=True)
     if result.source == "stale":
         body["stale"] = True
+    if entry.escrow:
+        body["escrow"] = True
     if trace:
         body["trace"] = _trace_json(result.hops)
     if options.pretty:
@@ -251,7 +266,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             reply.headers.update(headers)
             return reply
     if html_wanted:
-        page = render_record_page(text, orjson.loads(entry.values_json), json_url=json_link(text), stale=stale)
+        values = orjson.loads(entry.values_json)
+        page = render_record_page(text, values, json_url=json_link(text), stale=stale, escrow=entry.escrow)
         return web.Response(text=page, content_type="text/html", charset="utf-8", headers=headers)
     reply = _reply(request, text, result, ReadOptions.of(request), trace=False)
     reply.headers.update(headers)

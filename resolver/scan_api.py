@@ -109,6 +109,8 @@ async def scan(request: web.Request) -> web.StreamResponse:
     body = {"responseCode": 1, "handle": handle.to_text(), "values": orjson.Fragment(result.entry.values_json)}
     if result.source == "stale":
         body["stale"] = True
+    if result.entry.escrow:
+        body["escrow"] = True
     body["scanned"] = scanned
     return _reply(body, 200, result.source)
 

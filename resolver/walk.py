@@ -20,6 +20,9 @@ The walk starts at the closest known delegation (``starts``: for
 code 303 with HS_SITE values) down the hierarchy. Within a level it asks the
 server Handle's hash rule picks, then the site's other servers, then mirror
 sites; a level whose servers all fail falls back to the next start point.
+That is also how a node that is down is answered for by its parent in
+escrow takeover: the cached delegation's servers fail, the parent (the next
+start) answers from its escrow copy, and the answer says ``escrow``.
 Every reply is checked before it is believed: malformed, oversized, about
 another handle, or a referral that goes nowhere new is a failure of that
 server, never an answer, and nothing from it is cached.
@@ -49,7 +52,6 @@ from idcore.rest_json import dumps, values_from_json, values_to_json
 from idcore.site import Site
 from idcore.values import HandleValue, ValueType, type_is
 
-
 #: The bootstrap level's name in traces and starts: the sites configured as
 #: the top of the hierarchy, which serve every prefix.
 BOOTSTRAP = ""
@@ -78,6 +80,9 @@ class Answer(NamedTuple):
     handle: str  #: as the authoritative node wrote it (or as asked, when not found)
     values_json: bytes
     value_ttls: tuple[int, ...]
+    #: a parent answered from its escrow copy of the node that is down
+    #: (the reply said ``"escrow": true``)
+    escrow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,16 +298,20 @@ class Walk:
         if not isinstance(reply, dict) or type(reply.get("responseCode")) is not int:
             raise BadUpstreamReply(f"HTTP {status} reply has no Handle responseCode")
         code = reply["responseCode"]
+        # Only a literal true counts: the marker shortens the cache time and
+        # warns the client, so a malformed one is not guessed at.
+        escrow = reply.get("escrow") is True
+        from_escrow = ", from escrow" if escrow else ""
         if code in (ResponseCode.SUCCESS, ResponseCode.VALUES_NOT_FOUND):
             name = self._same_handle(reply)
             values = self._values(reply)
-            self.answer = Answer(True, name, dumps(values_to_json(values)), tuple(v.ttl for v in values))
-            return f"answer ({len(values)} values)"
+            self.answer = Answer(True, name, dumps(values_to_json(values)), tuple(v.ttl for v in values), escrow)
+            return f"answer ({len(values)} values{from_escrow})"
         if code == ResponseCode.HANDLE_NOT_FOUND:
             if "handle" in reply:
                 self._same_handle(reply)
-            self.answer = Answer(False, self.asked, b"[]", ())
-            return "handle not found"
+            self.answer = Answer(False, self.asked, b"[]", (), escrow)
+            return f"handle not found{from_escrow}"
         if code == ResponseCode.PREFIX_REFERRAL:
             return self._follow(reply)
         if code == ResponseCode.SERVER_NOT_RESPONSIBLE and self.level == BOOTSTRAP:

@@ -157,6 +157,7 @@ async def test_takeover_answers_for_a_stopped_child(hierarchy, tmp_path, child_i
     body = await response.json()
     assert body["responseCode"] == 1 and body["handle"] == sample(3)
     assert any(v["type"] == "PRODUCT_NAME" for v in body["values"])
+    assert body["escrow"] is True  # the resolver passes the parent's marker on
 
     parent = hierarchy.nodes[SECONDARY]
     async with aiohttp.ClientSession() as session:
@@ -165,6 +166,8 @@ async def test_takeover_answers_for_a_stopped_child(hierarchy, tmp_path, child_i
         assert direct.status == 200 and answer["escrow"] is True and answer["responseCode"] == 1
         async with session.get(f"{parent.url}/api/handles/{ENTERPRISE}/NO-SUCH") as missing:
             assert missing.status == 404
+            not_found = await missing.json()
+            assert not_found["responseCode"] == 100 and not_found["escrow"] is True
         _, body = await listing(hierarchy, admin_auth(hierarchy))
         assert body["children"][0]["takeover"] is True
 
