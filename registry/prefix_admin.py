@@ -93,6 +93,13 @@ ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
 REVIEW_PERMISSION = P.ADD_DERIVED_PREFIX
 DELETE_PERMISSION = P.DELETE_DERIVED_PREFIX
 
+#: Seconds a resolver may keep the delegation (the TTL of its HS_SITE
+#: value): a resolver that cached the referral keeps using it, so a disable
+#: or deletion reaches every resolver within this time (and at once where
+#: an operator flushes the prefix, ``idnode flush --prefix``). Shorter than
+#: Handle's default day, as a prefix under review is more likely to change.
+DELEGATION_TTL_SECONDS = 3600
+
 #: What the child's identity may do to its own delegation record: ordinary
 #: values (its HS_SITE) only, so it files a new site itself but can neither
 #: take the record from the parent nor lift a disable.
@@ -318,7 +325,7 @@ class PrefixAdmin:
     async def _delegation_values(self, row: ApplicationRow) -> list[HandleValue]:
         application = Application.from_json(orjson.loads(row.body))
         record = prefix_handle(row.prefix).to_text()
-        values = [HandleValue(SITE_INDEX, ValueType.HS_SITE, application.site)]
+        values = [HandleValue(SITE_INDEX, ValueType.HS_SITE, application.site, ttl=DELEGATION_TTL_SECONDS)]
         parent_record = await self.registry.store.get(prefix_record_key(row.parent_prefix))
         for offset, admin in enumerate(authz.record_admins(parent_record)):
             values.append(HandleValue(ReservedIndex.ADMIN + offset, ValueType.HS_ADMIN, admin))

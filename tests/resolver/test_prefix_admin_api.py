@@ -14,7 +14,10 @@ import aiohttp
 import orjson
 import pytest
 
+from cache.entry import EntryKind
+from idcore.errors import IdnodeError
 from idcore.handle import Handle
+from registry.prefix_admin import DELEGATION_TTL_SECONDS
 from registry.node_setup import site_for
 from resolver.hierarchy import LocalHierarchy
 from resolver.rest_client import NodeClient, NodeReplyError, basic_auth_header
@@ -113,6 +116,25 @@ async def test_application_approval_referral_path(hierarchy, child, parent_http,
     assert status == 404 and gone["responseCode"] == 100
     status, body = await resolve(make_resolver_client, handle)
     assert status != 200 and "doesn't live here" in body["message"]
+
+
+async def test_a_resolver_that_cached_the_referral_sees_a_disable_within_the_delegation_ttl(
+    hierarchy, child, parent_http, make_direct_resolver, clock
+):
+    status, created = await parent_http("POST", APPLICATIONS, child_application(child), auth=False)
+    await parent_http("POST", f"{APPLICATIONS}/{created['id']}/approve")
+    resolver = await make_direct_resolver()
+    first = await resolver.resolve(Handle.from_text(f"{CHILD}/PRD-2026-000001"))
+    assert first.entry.kind is EntryKind.ANSWER
+
+    await parent_http("POST", f"{APPLICATIONS}/{created['id']}/disable")
+    # within the delegation's TTL the cached referral still leads to the child (as DNS's NS records do)
+    clock.advance(DELEGATION_TTL_SECONDS - 60)
+    within = await resolver.resolve(Handle.from_text(f"{CHILD}/PRD-2026-000002"))
+    assert within.entry.kind is EntryKind.ANSWER
+    clock.advance(120)
+    with pytest.raises(IdnodeError, match="disabled"):
+        await resolver.resolve(Handle.from_text(f"{CHILD}/PRD-2026-000003"))
 
 
 async def test_a_site_change_by_the_child_takes_effect_at_once(hierarchy, child, parent_http, make_resolver_client):
