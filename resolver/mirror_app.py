@@ -13,6 +13,7 @@ from typing import AsyncIterator
 
 import aiohttp
 import orjson
+from prometheus_client import generate_latest
 from aiohttp import web
 
 from idcore import limits
@@ -29,6 +30,8 @@ from registry.mirror import (
 from registry.service import Registry
 from registry.sqlite_store import SqliteStore
 from resolver.background import background
+from resolver.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from resolver.mirror_metrics import mirror_metrics
 from resolver.http_common import Handler, add_endpoint, api_endpoint, error_reply, json_object_reply
 from resolver.node_api import REGISTRY
 from resolver.node_app import add_node_routes
@@ -112,8 +115,15 @@ async def mirror_status(request: web.Request) -> web.StreamResponse:
     return json_object_reply({"responseCode": 1, **request.app[MIRROR].status()}, pretty=True)
 
 
+async def mirror_metrics_page(request: web.Request) -> web.StreamResponse:
+    """``GET /metrics``: the mirror's lag as Prometheus gauges."""
+    body = generate_latest(mirror_metrics(request.app[MIRROR]))
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 def _add_mirror_api(router: web.UrlDispatcher) -> None:
     add_endpoint(router, "/api/mirror", GET=mirror_status)
+    add_endpoint(router, "/metrics", GET=mirror_metrics_page)
 
 
 def _mirror_application() -> web.Application:

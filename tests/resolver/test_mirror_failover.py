@@ -5,9 +5,11 @@ and a recursive node fails over to the mirror."""
 
 from __future__ import annotations
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from idcore.errors import UpstreamUnavailable
 from idcore.handle import prefix_handle
@@ -23,7 +25,7 @@ from tests.resolver.conftest import ENTERPRISE, SECONDARY, sample, take_down
 
 @pytest.fixture
 async def mirror_node(hierarchy, tmp_path):
-    """A mirror of the enterprise node, caught up, serving on loopback;
+    """A mirror of the enterprise node (nothing pulled yet), serving on loopback;
     yields ``(mirror, base URL)``."""
     async with MemoryStore() as store, HttpFeed(hierarchy.enterprise.url) as feed:
         registry = Registry(store)
@@ -80,3 +82,30 @@ async def test_resolution_survives_stopping_the_primary(hierarchy, mirror_node, 
     with pytest.raises(UpstreamUnavailable):
         await mirror.pull_once()
     assert mirror.status()["appliedSeq"] == mirror.status()["primarySeq"]
+
+
+async def scrape(port: int) -> dict[str, float]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as reply:
+        assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
+        text = await reply.text()
+    return {sample.name: sample.value for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+async def test_the_mirrors_lag_is_a_prometheus_metric(hierarchy, mirror_node):
+    mirror, port = mirror_node
+    before = await scrape(port)
+    assert before["idnode_mirror_applied_sequence"] == 0 and before["idnode_mirror_primary_up"] == 0
+    assert "idnode_mirror_lag_entries" not in before  # unknown until the primary was read
+
+    await mirror.pull_once()  # one page of 7 entries: behind the primary
+    behind = await scrape(port)
+    primary_seq = await hierarchy.enterprise.registry.store.last_seq()
+    assert behind["idnode_mirror_applied_sequence"] == mirror.applied_seq == 7
+    assert behind["idnode_mirror_primary_sequence"] == primary_seq
+    assert behind["idnode_mirror_lag_entries"] == primary_seq - 7 > 0
+    assert behind["idnode_mirror_primary_up"] == 1
+
+    await mirror.catch_up()
+    caught_up = await scrape(port)
+    assert caught_up["idnode_mirror_lag_entries"] == 0
+    assert caught_up["idnode_mirror_applied_sequence"] == primary_seq
