@@ -1,18 +1,27 @@
-"""Benchmark backups: FULL backup and restore throughput in records/s.
+"""Benchmark backups and mirrors: FULL backup and restore throughput in
+records/s, and a mirror's catch-up rate in journal entries/s.
 
 Builds one source node of ``--records`` typical product identifiers
 (written straight through ``SqliteStore.transact``, 10,000 records a
 transaction, records encoded with ``registry.records.encode_record``), then
-prints, each as the median of ``--runs`` runs:
+prints every run and, for each figure, the median of ``--runs`` runs:
 
 1. FULL backup (scan, NDJSON, encrypt, hash, sign; parts fsynced) records/s;
 2. restore of that archive into a fresh SQLite node (``synchronous=FULL``,
-   as a served node runs; decrypt, check, write) records/s,
+   as a served node runs; decrypt, check, write) records/s;
+3. mirror catch-up (``scripts/bench_mirror.py``'s
+   :func:`~scripts.bench_mirror.bench_catch_up`): a primary node in its own
+   process loaded with ``--mirror-entries`` records through
+   ``POST /api/batch``; each run a fresh mirror (``synchronous=FULL``) reads
+   its journal over loopback HTTP from sequence 0, timed until its cursor
+   reaches the primary's last sequence, then checked to hold the primary's
+   record count and records digest. Entries/s.
 
 and checks once that the restored node's digest equals the source's.
 Not a test: figures depend on the machine (and its disk).
 
     .venv/bin/python scripts/bench_backup.py [--records 1000000] [--runs 3]
+        [--mirror-entries N (default: --records; 0 skips)] [--mirror-batch 5000]
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +47,8 @@ from registry.backup.restore import restore_archives
 from registry.records import encode_record
 from registry.sqlite_store import SqliteStore
 from registry.store import Op
+from resolver.journal_api import MAX_JOURNAL_PAGE
+from scripts.bench_mirror import bench_catch_up
 
 PREFIX = "88.118.2"
 
@@ -75,8 +87,13 @@ async def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000, help="identifiers in the source node")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
     parser.add_argument("--volume-size", type=int, default=DEFAULT_VOLUME_BYTES, help="plaintext bytes per part")
+    parser.add_argument("--mirror-entries", type=int, help="records (journal entries) in the primary a mirror"
+                        " catches up from (default: --records; 0 skips the mirror figure)")
+    parser.add_argument("--mirror-batch", type=int, default=MAX_JOURNAL_PAGE, help="journal entries per mirror pull")
     parser.add_argument("--work", help="folder for the nodes and archives (default: a temporary folder)")
     args = parser.parse_args()
+    mirror_entries = args.records if args.mirror_entries is None else args.mirror_entries
+    sys.stdout.reconfigure(line_buffering=True)  # each run's figure as it comes, also into a file
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-backup-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -117,10 +134,16 @@ async def main() -> None:
                 got = await records_digest(store)
                 print(f"   digest {'equal' if got == expected else 'DIFFERENT'}: {got[0]} ({got[1]:,} records)")
         shutil.rmtree(target)
-    print(f"1. FULL backup: median {statistics.median(backup_rates):,.0f} records/s over {args.runs} runs"
+    mirror_rates = []
+    if mirror_entries:
+        mirror_rates = await bench_catch_up(work / "mirror", mirror_entries, args.runs, args.mirror_batch)
+    print(f"1. FULL backup:       median {statistics.median(backup_rates):,.0f} records/s over {args.runs} runs"
           f" of {archive.manifest.records:,} records")
-    print(f"2. restore:     median {statistics.median(restore_rates):,.0f} records/s over {args.runs} runs"
+    print(f"2. restore:           median {statistics.median(restore_rates):,.0f} records/s over {args.runs} runs"
           f" of {archive.manifest.records:,} records")
+    if mirror_rates:
+        print(f"3. mirror catch-up:   median {statistics.median(mirror_rates):,.0f} entries/s over {args.runs} runs"
+              f" of {mirror_entries:,} records (batch {args.mirror_batch}, primary over loopback)")
     if not args.work:
         shutil.rmtree(work)
 

@@ -28,21 +28,19 @@ from cache.entry import (
 from cache.policy import CachePolicy
 from cache.redis_tier import KEY_NAMESPACE
 from idcore.handle import Handle
-from registry.escrow import grant_child_identity
-from resolver.hierarchy import LocalHierarchy
 from resolver.record_page import ESCROW_NOTICE, render_record_page
 from resolver.recursive import ESCROW_MAX_TTL_SECONDS
 from resolver.recursive_api import RESOLVER
 from resolver.walk import Start, Walk
 from tests.resolver.conftest import (
     ENTERPRISE,
-    SAMPLE_COUNT,
     SECONDARY,
     sample,
     take_down,
 )
 from tests.resolver.front_fixtures import ask_node
-from tests.resolver.test_escrow_api import CHILD_SECRET, escrow, set_takeover
+from tests.resolver import test_escrow_api
+from tests.resolver.test_escrow_api import escrow, set_takeover
 from tests.resolver.test_walk import RECORD, site
 
 #: Answers expire after two minutes, delegations keep their day: a warm
@@ -50,21 +48,10 @@ from tests.resolver.test_walk import RECORD, site
 SHORT_ANSWERS = CachePolicy(max_ttl=120, prefetch_fraction=0)
 
 
-@pytest.fixture
-async def hierarchy(tmp_path):
-    """The conftest's hierarchy, with escrow at every node (as in
-    :mod:`tests.resolver.test_escrow_api`)."""
-    async with LocalHierarchy(escrow_dir=tmp_path / "escrow") as nodes:
-        await nodes.register_samples(SAMPLE_COUNT)
-        yield nodes
-
-
-@pytest.fixture
-async def child_id(hierarchy) -> str:
-    """The enterprise's identity at the secondary node, for escrow uploads."""
-    parent = hierarchy.nodes[SECONDARY]
-    identity = await grant_child_identity(parent.registry, ENTERPRISE, CHILD_SECRET.encode(), parent.admin)
-    return identity.to_text()
+#: The escrow tests' fixtures: the hierarchy with escrow at every node, and
+#: the enterprise's identity at its parent.
+hierarchy = test_escrow_api.hierarchy
+child_id = test_escrow_api.child_id
 
 
 def handle_key(text: str) -> str:
