@@ -84,6 +84,16 @@ class NodeClient:
             raise NodeUnreachable(f"cannot reach {self.base_url}: {exc or type(exc).__name__}") from exc
         return status, _reply_json(status, body)
 
+    async def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """Any other endpoint of the node's API (``path`` from ``/api/``;
+        ``kwargs`` as for aiohttp: ``json=``, ``params=``): its reply.
+
+        Raises:
+            NodeReplyError: a reply whose responseCode is not 1.
+            NodeUnreachable, UpstreamError: as every request.
+        """
+        return _checked(*await self._request(method, path, **kwargs))
+
     async def get(self, handle: str, *, types: Iterable[str] = (), indexes: Iterable[int] = ()) -> dict[str, Any]:
         """The record of ``handle`` (or its referral) as the node returns it."""
         params = [("type", t) for t in types] + [("index", str(i)) for i in indexes]

@@ -12,39 +12,28 @@ from typing import Any
 import orjson
 
 from registry.prefix_admin import ACTIONS
-from resolver.rest_client import NodeClient, NodeReplyError
+from resolver.rest_client import NodeClient
 from scripts.cli_common import CliError, client_tls, credentials, node_errors
 
 APPLICATIONS = "/api/prefix-applications"
-
-
-def _checked(status: int, reply: dict[str, Any]) -> dict[str, Any]:
-    if reply["responseCode"] != 1:
-        code = reply["responseCode"]
-        raise NodeReplyError(code, status, reply.get("message") or f"response code {code}", reply.get("handle"))
-    return reply
 
 
 class PrefixAdminClient(NodeClient):
     """A node client that also speaks the prefix administration API."""
 
     async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        status, reply = await self._request("POST", APPLICATIONS, json=body)
-        return _checked(status, reply)
+        return await self.call("POST", APPLICATIONS, json=body)
 
     async def applications(self, state: str | None) -> dict[str, Any]:
         params = {"state": state} if state else {}
-        status, reply = await self._request("GET", APPLICATIONS, params=params)
-        return _checked(status, reply)
+        return await self.call("GET", APPLICATIONS, params=params)
 
     async def application(self, app_id: str) -> dict[str, Any]:
-        status, reply = await self._request("GET", f"{APPLICATIONS}/{app_id}")
-        return _checked(status, reply)
+        return await self.call("GET", f"{APPLICATIONS}/{app_id}")
 
     async def act(self, app_id: str, action: str, reason: str | None) -> dict[str, Any]:
         body = {"reason": reason} if reason else {}
-        status, reply = await self._request("POST", f"{APPLICATIONS}/{app_id}/{action}", json=body)
-        return _checked(status, reply)
+        return await self.call("POST", f"{APPLICATIONS}/{app_id}/{action}", json=body)
 
 
 def _client(args: Any) -> PrefixAdminClient:

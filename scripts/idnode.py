@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from scripts import cli_backup, cli_batch, cli_client, cli_demo, cli_node, cli_qr, cli_resolver
 from scripts import cli_mirror
-from scripts import cli_prefix
+from scripts import cli_escrow, cli_prefix
 from scripts.cli_common import CliError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_backup.add_parser(commands)
     cli_mirror.add_parsers(commands, DEFAULT_SERVER)
     cli_prefix.add_parser(client)
+    cli_escrow.add_parser(client)
     from scripts import cli_filing  # imported here: one self-contained insertion
 
     cli_filing.add_parser(commands, DEFAULT_SERVER)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import orjson
 import pytest
 
 from idcore.handle import prefix_handle
@@ -197,3 +198,36 @@ async def test_idnode_backup_escrow_uploads_a_node_folder(hierarchy, tmp_path, c
     wrong = ["backup", "escrow", "--data", str(data), "--parent", parent, "--id", "300:0.NA/88.118.3",
              "--secret-file", str(secret)]
     assert await asyncio.to_thread(main, wrong) == 1
+
+
+async def test_idnode_escrow_lists_and_takes_over_at_the_parent(hierarchy, tmp_path, child_id, capsys):
+    from scripts.cli_common import EXIT_REFUSED
+    from scripts.idnode import main
+
+    await escrow(hierarchy, tmp_path, child_id)
+    parent = hierarchy.nodes[SECONDARY]
+    secret = tmp_path / "admin.secret"
+    secret.write_text(hierarchy.admin_secret)
+    admin = ["--server", parent.url, "--id", parent.admin.to_text(), "--secret-file", str(secret)]
+
+    assert await asyncio.to_thread(main, ["escrow", *admin, "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(ENTERPRISE) and "FULL" in out and " ok" in out and "taken over" not in out
+
+    assert await asyncio.to_thread(main, ["escrow", *admin, "takeover", ENTERPRISE, "--on"]) == 0
+    assert "taken over, answered from 1 escrowed archive(s)" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["escrow", *admin, "list", "--child", ENTERPRISE, "--json"]) == 0
+    [listed] = orjson.loads(capsys.readouterr().out)
+    assert listed["takeover"] is True and listed["archives"][0]["status"] == "ok"
+
+    assert await asyncio.to_thread(main, ["escrow", *admin, "takeover", ENTERPRISE, "--off"]) == 0
+    assert "takeover off" in capsys.readouterr().out
+    # the child's own identity may list its archives, not take itself over
+    child_secret = tmp_path / "child.secret"
+    child_secret.write_text(CHILD_SECRET)
+    as_child = ["--server", parent.url, "--id", child_id, "--secret-file", str(child_secret)]
+    assert await asyncio.to_thread(main, ["escrow", *as_child, "list", "--child", ENTERPRISE]) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["escrow", *as_child, "takeover", ENTERPRISE, "--on"]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "refused" in err and "not an administrator of 88.118.2" in err
