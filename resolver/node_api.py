@@ -255,6 +255,12 @@ async def node_index(request: web.Request) -> web.StreamResponse:
         "prefixes": list(registry.homed_prefixes),
         "api": {"handles": "/api/handles/{handle}", "list": "/api/handles?prefix={prefix}",
                 "prefixes": "/api/prefixes", "batch": "/api/batch", "journal": "/api/journal?after={seq}",
+                "backups": "/api/backups", "backup": "/api/backups/{name}",
+                "backupVerify": "/api/backups/{name}/verify", "backupRestore": "/api/backups/restore",
+                "backupEscrow": "/api/backups/escrow",
+                "prefixApplications": "/api/prefix-applications", "filings": "/api/filings?child={prefix}",
+                "filingLag": "/api/filings/lag", "escrow": "/api/escrow",
+                "escrowRecipient": "/api/escrow/recipient", "takeover": "/api/escrow/{child}/takeover",
                 "proxy": "/{handle}",
                 "qr": "/qr/{handle}.png | .svg"},
     }

@@ -21,7 +21,7 @@ from registry.service import Registry
 from registry.sqlite_store import SqliteStore
 from registry.escrow import Escrow
 from resolver import batch_api, filing_api, journal_api, node_api
-from resolver import escrow_api
+from resolver import backup_api, escrow_api
 from resolver.background import background
 from resolver.http_common import add_endpoint
 from resolver.node_api import REGISTRY, STATS
@@ -55,8 +55,9 @@ def add_node_routes(
     *,
     extra_api: Callable[[web.UrlDispatcher], None] | None = None,
 ) -> None:
-    """The node's routes; ``extra_api`` adds ``/api/...`` routes of its own
-    (a mirror's status) before the catch-all answering unknown endpoints."""
+    """The node's routes; ``extra_api`` adds routes of its own (a mirror's
+    status and metrics) before the catch-alls answering unknown endpoints
+    and proxy-form handles."""
     router = app.router
     add_endpoint(router, "/api/handles", GET=node_api.list_handles)
     add_endpoint(router, "/api/handles/{handle:.*}", GET=node_api.get_handle, PUT=node_api.put_handle,
@@ -67,6 +68,7 @@ def add_node_routes(
     prefix_admin_api.add_prefix_admin_routes(router)
     filing_api.add_filing_routes(router)
     escrow_api.add_escrow_routes(router)
+    backup_api.add_backup_routes(router)
     if extra_api is not None:
         extra_api(router)
     router.add_route("*", "/api/{tail:.*}", node_api.unknown_api)
@@ -97,6 +99,7 @@ def node_app(
     app.cleanup_ctx.append(open_registry)
     app.cleanup_ctx.append(prefix_admin_api.open_prefix_admin(database.parent))
     escrow_api.enable_escrow(app, Escrow(Path(database).parent))
+    backup_api.enable_backups(app, Path(database))
     app.cleanup_ctx.append(filing_api.open_filing_store(database.parent))
     app.cleanup_ctx.append(_keep_stats(database.parent / STATS_NAME))
     add_node_routes(app, resolver_url)

@@ -14,11 +14,10 @@ from typing import Any
 from idcore.errors import IdnodeError, UpstreamUnavailable
 from idcore.settings import DATABASE_NAME
 from registry.backup.archive import DEFAULT_VOLUME_BYTES
-from registry.backup.create import create_backup, last_watermark, record_backup
 from registry.backup.digest import records_digest
 from registry.backup.errors import ArchiveInvalid, WrongRecipientKey
+from registry.backup.folder import backup_node, own_prefix, restore_node
 from registry.backup.manifest import DIFF, FULL
-from registry.backup.restore import restore_archives
 from registry.backup.verify import verify_archive
 from registry.escrow import child_identity
 from registry.node_key import (
@@ -101,17 +100,13 @@ def _local(exc: IdnodeError) -> CliError:
 
 
 async def create_cmd(args: argparse.Namespace) -> int:
-    data = Path(args.data)
     try:
         recipient = load_recipient_public(Path(args.recipient))
-        database = _database(args.data)
-        since = last_watermark(data) if args.kind == DIFF else None
-        async with SqliteStore(database) as store:
-            result = await create_backup(
-                store, kind=args.kind, out_dir=Path(args.to), recipient=recipient, node_key=node_key(data),
-                since=since, volume_bytes=args.volume_size,
+        async with SqliteStore(_database(args.data)) as store:
+            result = await backup_node(
+                store, Path(args.data), kind=args.kind, out_dir=Path(args.to), recipient=recipient,
+                volume_bytes=args.volume_size,
             )
-        record_backup(data, result)
     except IdnodeError as exc:
         raise _local(exc) from None
     except ValueError as exc:
@@ -145,18 +140,14 @@ async def restore_cmd(args: argparse.Namespace) -> int:
         signer = load_signer_public(Path(args.signer_pub)) if args.signer_pub else None
         data.mkdir(parents=True, exist_ok=True)
         async with SqliteStore(data / DATABASE_NAME) as store:
-            try:
-                applied = await restore_archives(store, [Path(a) for a in args.archives], recipient, signer)
-            except ArchiveInvalid as exc:
-                if await store.last_seq():  # a part failed after records were written
-                    exc.message += f"; the restore stopped part way: delete {data} before trying again"
-                raise
-            digest, count = await records_digest(store)
+            result = await restore_node(
+                store, [Path(a) for a in args.archives], recipient, signer, remedy=f"delete {data} before trying again"
+            )
     except IdnodeError as exc:
         raise _local(exc) from None
-    for m in applied:
+    for m in result.applied:
         print(f"restored {m.kind} {m.watermark_from}..{m.watermark_to}: {m.records} records, {m.deleted} deletions")
-    print(f"digest: {digest} ({count} records)")
+    print(f"digest: {result.digest} ({result.records} records)")
     return 0
 
 
@@ -198,12 +189,7 @@ async def escrow_cmd(args: argparse.Namespace) -> int:
         raise CliError("give the secret of the node's identity at the parent (--secret-file or IDNODE_ESCROW_SECRET)")
     try:
         async with SqliteStore(_database(args.data)) as store:
-            prefix = args.prefix
-            if prefix is None:
-                homed = await store.homed_prefixes()
-                if len(homed) != 1:
-                    raise CliError(f"the node homes {len(homed)} prefixes; name one with --prefix")
-                prefix = homed[0]
+            prefix = await own_prefix(store, args.prefix, option="--prefix")
             identity = args.identity or child_identity(prefix).to_text()
             result = await escrow_backup(
                 store, data, args.parent, child=prefix, identity=identity, secret=secret, kind=args.kind,

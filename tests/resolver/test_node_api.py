@@ -158,6 +158,14 @@ async def test_listing_pages_and_streams(client):
 async def test_root_describes_the_node(client):
     body = await (await client.get("/")).json()
     assert body["prefixes"] == ["88.118.2"] and body["api"]["handles"] == "/api/handles/{handle}"
+    # every route it lists exists (whatever it then answers this unauthenticated GET)
+    samples = {"{handle}": "88.118.2/PRD-1", "{prefix}": "88.118.2", "{seq}": "0", "{name}": "x", "{child}": "88.118.2"}
+    for name, template in body["api"].items():
+        path = template.split(" | ")[0].split("?")[0]
+        for placeholder, value in samples.items():
+            path = path.replace(placeholder, value)
+        reply = await client.get(path)
+        assert "Unknown HTTP API endpoint" not in await reply.text(), (name, path)
 
 
 async def test_prefixes(client):
