@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from idcore.errors import IdnodeError, UpstreamUnavailable
 from registry.backup.archive import DEFAULT_VOLUME_BYTES
 from registry.backup.create import BackupResult, create_backup
+from registry.backup.folder import tar_into
 from registry.backup.manifest import DIFF, FULL
 from registry.node_key import node_key, write_private
 from registry.store import Store
@@ -85,10 +85,10 @@ async def fetch_recipient(session: aiohttp.ClientSession, parent_url: str) -> X2
 
 
 def tar_archive(folder: Path, out: Path) -> None:
-    """A plain tar of the archive folder's files (no folder entry)."""
-    with tarfile.open(out, "w") as tar:
-        for path in sorted(folder.iterdir()):
-            tar.add(path, arcname=path.name, recursive=False)
+    """Write the archive folder as the file ``out`` in the upload format
+    (:func:`~registry.backup.folder.tar_into`)."""
+    with open(out, "wb") as stream:
+        tar_into(folder, stream)
 
 
 async def upload_archive(
