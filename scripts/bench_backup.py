@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -43,9 +44,9 @@ from registry.backup.archive import DEFAULT_VOLUME_BYTES
 from registry.backup.create import create_backup
 from registry.backup.digest import records_digest
 from registry.backup.manifest import FULL
-from registry.backup.restore import restore_archives
+from registry.backup.restore import RESTORE_BATCH, restore_archives
 from registry.records import encode_record
-from registry.sqlite_store import SqliteStore
+from registry.sqlite_store import _SCHEMA, _UPSERT, SqliteStore
 from registry.store import Op
 from resolver.journal_api import MAX_JOURNAL_PAGE
 from scripts.bench_mirror import bench_catch_up
@@ -80,6 +81,31 @@ async def build_source(path: Path, records: int) -> float:
 
             await store.transact(write)
     return time.perf_counter() - began
+
+
+def sqlite_ceiling(rows: list[tuple[str, str, bytes]], path: Path) -> float:
+    """Rows/s of the bare SQLite writes a restore makes, as the baseline of
+    the restore figure: the node's schema, ``synchronous=FULL``, each record
+    upserted with its journal row, RESTORE_BATCH a transaction, straight
+    from a list in memory (no decrypting, parsing or store on top)."""
+    for stale in path.parent.glob(path.name + "*"):
+        stale.unlink()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.executescript(_SCHEMA)
+        began = time.perf_counter()
+        for start in range(0, len(rows), RESTORE_BATCH):
+            batch = rows[start : start + RESTORE_BATCH]
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_UPSERT, batch)
+            conn.executemany("INSERT INTO journal (at_ms, op, handle, actor) VALUES (?, ?, ?, ?)",
+                             [(0, Op.CREATE, handle, None) for _, handle, _ in batch])
+            conn.execute("COMMIT")
+        return len(rows) / (time.perf_counter() - began)
+    finally:
+        conn.close()
 
 
 async def main() -> None:
@@ -120,6 +146,9 @@ async def main() -> None:
             print(f"   run {run + 1}: backup {backup_rates[-1]:,.0f} records/s ({seconds:.2f} s,"
                   f" {len(result.manifest.parts)} parts, {size / 2**20:.0f} MiB)")
     assert archive is not None
+    with sqlite3.connect(source) as db:
+        rows = db.execute("SELECT key, handle, vals FROM handles ORDER BY key").fetchall()
+    ceiling_rates = []
     for run in range(args.runs):
         target = work / f"restored-{run}"
         shutil.rmtree(target, ignore_errors=True)
@@ -129,18 +158,23 @@ async def main() -> None:
             await restore_archives(store, [archive.folder], recipient)
             seconds = time.perf_counter() - began
             restore_rates.append(archive.manifest.records / seconds)
-            print(f"   run {run + 1}: restore {restore_rates[-1]:,.0f} records/s ({seconds:.2f} s)")
+            print(f"   run {run + 1}: restore {restore_rates[-1]:,.0f} records/s ({seconds:.2f} s)", end="")
             if run == 0:
                 got = await records_digest(store)
-                print(f"   digest {'equal' if got == expected else 'DIFFERENT'}: {got[0]} ({got[1]:,} records)")
+                print(f", digest {'equal' if got == expected else 'DIFFERENT'}: {got[0]} ({got[1]:,} records)", end="")
         shutil.rmtree(target)
+        ceiling_rates.append(sqlite_ceiling(rows, work / "ceiling.sqlite3"))  # alternating with the restores
+        print(f"; bare SQLite writes {ceiling_rates[-1]:,.0f} rows/s, ratio {restore_rates[-1] / ceiling_rates[-1]:.2f}")
+    del rows
     mirror_rates = []
     if mirror_entries:
         mirror_rates = await bench_catch_up(work / "mirror", mirror_entries, args.runs, args.mirror_batch)
     print(f"1. FULL backup:       median {statistics.median(backup_rates):,.0f} records/s over {args.runs} runs"
           f" of {archive.manifest.records:,} records")
     print(f"2. restore:           median {statistics.median(restore_rates):,.0f} records/s over {args.runs} runs"
-          f" of {archive.manifest.records:,} records")
+          f" of {archive.manifest.records:,} records; bare SQLite writes of the same rows"
+          f" {statistics.median(ceiling_rates):,.0f} rows/s, ratio"
+          f" {statistics.median(r / c for r, c in zip(restore_rates, ceiling_rates, strict=True)):.2f}")
     if mirror_rates:
         print(f"3. mirror catch-up:   median {statistics.median(mirror_rates):,.0f} entries/s over {args.runs} runs"
               f" of {mirror_entries:,} records (batch {args.mirror_batch}, primary over loopback)")
