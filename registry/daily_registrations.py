@@ -13,23 +13,11 @@ import datetime
 from collections import Counter
 from typing import Iterable
 
-from idcore.errors import NodeError
 from registry.resolution_stats import day_of
 from registry.store import Op, Store
 
 #: Journal entries read per page when counting.
 COUNT_PAGE = 5000
-
-#: Reads of the handle count before giving up when a write lands during
-#: every one of them: a count is only used when the journal did not move
-#: while it was taken, and a node writing nonstop must not keep the caller
-#: spinning (it tries again next round).
-MAX_COUNT_ATTEMPTS = 10
-
-
-class JournalBusy(NodeError):
-    """The journal grew during each of :data:`MAX_COUNT_ATTEMPTS` reads of
-    the handle count, so no count matched a journal position."""
 
 
 def utc_day_bounds(day: str) -> tuple[int, int]:
@@ -47,23 +35,6 @@ def day_of_ms(at_ms: int) -> str:
 def days_from(first: datetime.date, last: datetime.date) -> list[str]:
     """Every UTC day from ``first`` through ``last`` (none if ``first`` is later)."""
     return [(first + datetime.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
-
-
-async def settled_count(store: Store, prefix: str) -> tuple[int, int]:
-    """The handles under ``prefix`` and the journal's last sequence number,
-    at one moment: a count taken while the last sequence number stayed put
-    (every handle change is journaled, in the same commit).
-
-    Raises:
-        JournalBusy: every one of :data:`MAX_COUNT_ATTEMPTS` counts overlapped a write.
-    """
-    for _ in range(MAX_COUNT_ATTEMPTS):
-        before = await store.last_seq()
-        count = await store.count_handles(prefix)
-        if await store.last_seq() == before:
-            return count, before
-    raise JournalBusy(f"the journal grew during each of {MAX_COUNT_ATTEMPTS} counts of the handles under"
-                      f" {prefix}; the statistics wait for the next round")
 
 
 async def cursor_at(store: Store, at_ms: int, last: int) -> int:
@@ -89,7 +60,7 @@ async def registrations(store: Store, prefix: str, days: Iterable[str]) -> dict[
 
     The total is the count now less the net change since the day's end:
     creates minus deletes in the journal entries after it, read up to the
-    position the count was taken at. That is exact because the writers
+    position the count was taken at (:meth:`~registry.store.Store.count_handles_at`). That is exact because the writers
     journal ``create`` only for a handle that did not exist, ``delete`` only
     for one that did, and ``update`` for neither (:mod:`registry.writes`,
     :mod:`registry.mirror`); a restore from a differential backup journals
@@ -97,13 +68,12 @@ async def registrations(store: Store, prefix: str, days: Iterable[str]) -> dict[
     are too high by those.
 
     Raises:
-        JournalBusy: no handle count could be matched to a journal position.
         StorageError: the store failed.
     """
     wanted = sorted(set(days))
     if not wanted:
         return {}
-    count, last = await settled_count(store, prefix)
+    count, last = await store.count_handles_at(prefix)
     after = await cursor_at(store, utc_day_bounds(wanted[0])[0], last)
     under = prefix.upper() + "/"
     created: Counter[str] = Counter()

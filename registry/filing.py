@@ -81,9 +81,10 @@ DEFAULT_BATCH = 1000
 DEFAULT_POLL_SECONDS = 1.0
 
 #: Most days of statistics filed after the filer (or the parent) was down:
-#: the node keeps resolution counters only this long, so an older day would
-#: be filed without them. Older missed days are skipped, with a warning.
-MAX_STATISTICS_BACKFILL_DAYS = MAX_DAYS_KEPT
+#: the node keeps resolution counters for MAX_DAYS_KEPT days counting today,
+#: so an older past day would be filed without them. Older missed days are
+#: skipped, with a warning.
+MAX_STATISTICS_BACKFILL_DAYS = MAX_DAYS_KEPT - 1
 
 #: HTTP statuses with which a parent refuses the filer's credentials.
 REFUSAL_STATUSES = (401, 403)
@@ -297,7 +298,7 @@ class Filer:
         :func:`registry.daily_registrations.registrations`).
 
         Raises:
-            JournalBusy, StorageError: as :func:`~registry.daily_registrations.registrations`.
+            StorageError: the store failed.
             InvalidValue: the resolution counters' file is unreadable.
         """
         counts = await registrations(self.store, self.prefix, [day])
@@ -309,7 +310,7 @@ class Filer:
 
         Raises:
             UpstreamError: the parent could not be reached or refused.
-            JournalBusy, StorageError, InvalidValue: as :meth:`statistics`.
+            StorageError, InvalidValue: as :meth:`statistics`.
         """
         report = await self.statistics(day or day_of(self._clock()))
         await self._send(report)
@@ -347,7 +348,7 @@ class Filer:
         Raises:
             UpstreamError: the parent could not be reached or refused (the
                 days filed before stay filed).
-            JournalBusy, StorageError, InvalidValue: as :meth:`statistics`.
+            StorageError, InvalidValue: as :meth:`statistics`.
         """
         days = await self.due_statistics_days()
         if not days:

@@ -35,6 +35,12 @@ class MemoryStore(Store):
         low, high = prefix_key_range(prefix)
         return bisect.bisect_left(self._sorted_keys, high) - bisect.bisect_left(self._sorted_keys, low)
 
+    async def count_handles_at(self, prefix: str) -> tuple[int, int]:
+        # no await between the two: no transaction can come in between
+        low, high = prefix_key_range(prefix)
+        count = bisect.bisect_left(self._sorted_keys, high) - bisect.bisect_left(self._sorted_keys, low)
+        return count, len(self._journal)
+
     async def list_handles(
         self, prefix: str, *, after: str = "", offset: int = 0, limit: int
     ) -> list[tuple[str, str]]:

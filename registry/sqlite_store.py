@@ -184,6 +184,13 @@ class SqliteStore(Store):
         rows = await self._scan("SELECT count(*) FROM handles WHERE key >= ? AND key < ?", prefix_key_range(prefix))
         return rows[0][0]
 
+    async def count_handles_at(self, prefix: str) -> tuple[int, int]:
+        # one statement reads one snapshot of the database (WAL)
+        sql = ("SELECT (SELECT count(*) FROM handles WHERE key >= ? AND key < ?),"
+               " (SELECT coalesce(max(seq), 0) FROM journal)")
+        rows = await self._scan(sql, prefix_key_range(prefix))
+        return rows[0][0], rows[0][1]
+
     async def list_handles(
         self, prefix: str, *, after: str = "", offset: int = 0, limit: int
     ) -> list[tuple[str, str]]:

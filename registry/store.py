@@ -147,6 +147,12 @@ class Store(abc.ABC):
         """How many handles lie directly under ``prefix``."""
 
     @abc.abstractmethod
+    async def count_handles_at(self, prefix: str) -> tuple[int, int]:
+        """:meth:`count_handles` and :meth:`last_seq` read at one moment:
+        the count is of the state the journal reached at that sequence
+        number (no commit falls between the two)."""
+
+    @abc.abstractmethod
     async def list_handles(
         self, prefix: str, *, after: str = "", offset: int = 0, limit: int
     ) -> list[tuple[str, str]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-import itertools
 import time
 from types import SimpleNamespace
 
@@ -35,12 +34,12 @@ from registry.filing import (
     ParentRefused,
     grant_filing,
 )
-from registry.daily_registrations import MAX_COUNT_ATTEMPTS, JournalBusy, registrations
+from registry.daily_registrations import registrations
 from registry.filing_store import FILINGS_NAME, FilingStore
 from registry.memory_store import MemoryStore
 from registry.mirror import Backoff, write_state
 from registry.node_setup import prefix_record_values, site_for
-from registry.resolution_stats import ResolutionStats
+from registry.resolution_stats import MAX_DAYS_KEPT, ResolutionStats
 from registry.service import Registry
 from registry.sqlite_store import SqliteStore
 from resolver.filing_api import FILINGS, SIGNATURE_HEADER, HttpParent
@@ -415,35 +414,13 @@ async def test_a_filer_that_died_after_an_acknowledged_day_resumes_at_the_next(c
     assert {r["day"]: r["registrations"] for r in parent.reports} == SIX_DAYS_EXPECTED
 
 
-async def test_a_total_counted_while_a_write_lands_is_counted_again(child_node, journal_clock, tmp_path):
+async def test_totals_are_counted_at_the_journal_position_they_subtract_from(child_node, journal_clock, tmp_path):
     child = child_node
     await write_six_days(child, journal_clock)
-    numbers = itertools.count(1000)
-
-    class WriteDuringCount:
-        """The child's store, with a registration committed just before
-        each of the first ``writes`` counts."""
-
-        def __init__(self, store, writes: int) -> None:
-            self.store, self.writes, self.counts = store, writes, 0
-
-        def __getattr__(self, name):
-            return getattr(self.store, name)
-
-        async def count_handles(self, prefix: str) -> int:
-            self.counts += 1
-            if self.writes:
-                self.writes -= 1
-                await register(child, next(numbers), 1)
-            return await self.store.count_handles(prefix)
-
-    racing = WriteDuringCount(child.store, writes=2)
-    assert await registrations(racing, CHILD, SIX_DAYS_EXPECTED) == SIX_DAYS_EXPECTED
-    assert racing.counts == 3
-    busy = WriteDuringCount(child.store, writes=10**6)
-    with pytest.raises(JournalBusy):
-        await registrations(busy, CHILD, [day_n(1)])
-    assert busy.counts == MAX_COUNT_ATTEMPTS
+    # the count and the journal position come from one read: writes after it change neither
+    count, last = await child.store.count_handles_at(CHILD)
+    assert (count, last) == (await child.store.count_handles(CHILD), await child.store.last_seq())
+    assert await registrations(child.store, CHILD, SIX_DAYS_EXPECTED) == SIX_DAYS_EXPECTED
     assert (await registrations(child.store, CHILD, [day_n(3)]))[day_n(3)] == {"day": 3, "total": 8}
 
 
@@ -477,6 +454,22 @@ async def test_statistics_older_than_the_backfill_bound_are_skipped_with_one_war
     assert f"{day_n(1)} through {day_n(20)}" in caplog.text
     recent = stats_filer(child.store, RecordingParent(), tmp_path, DAY_1_MS / 1000 + 3 * 86400)
     assert await recent.due_statistics_days() == [day_n(1), day_n(2), day_n(3)]
+
+
+async def test_every_back_filled_day_has_its_resolution_counters(child_node, journal_clock, tmp_path):
+    child = child_node
+    await register(child, 1, 2)  # day 1
+    now = DAY_1_MS / 1000 + 60 * 86400  # day 61, long after: the bound applies
+    seconds = [0.0]
+    stats = ResolutionStats(clock=lambda: seconds[0])
+    for day in range(61 - MAX_DAYS_KEPT + 1, 62):  # one request a day, as long as counters are kept
+        seconds[0] = DAY_1_MS / 1000 + (day - 1) * 86400 + 3600
+        stats.record(True, 0.001)
+    stats.save(tmp_path / "stats.json")
+    parent = RecordingParent()
+    filer = stats_filer(child.store, parent, tmp_path, now, stats_path=tmp_path / "stats.json")
+    assert len(await filer.file_due_statistics()) == MAX_STATISTICS_BACKFILL_DAYS
+    assert [r["resolution"]["requests"] for r in parent.reports] == [1] * MAX_STATISTICS_BACKFILL_DAYS
 
 
 async def test_a_first_run_on_an_empty_journal_files_yesterday_only(tmp_path):

@@ -78,6 +78,7 @@ async def test_listing_is_per_prefix_in_key_order(store):
 
     await store.transact(write)
     assert await store.count_handles("88.1") == 3
+    assert await store.count_handles_at("88.1") == (3, len(keys))
     assert [h for _, h in await store.list_handles("88.1", limit=10)] == ["88.1/a", "88.1/b", "88.1/c"]
     assert [h for _, h in await store.list_handles("88.1", offset=1, limit=1)] == ["88.1/b"]
     assert [h for _, h in await store.list_handles("88.1", after="88.1/a", limit=10)] == ["88.1/b", "88.1/c"]
@@ -100,7 +101,16 @@ async def test_concurrent_writers_are_each_committed_once(store):
     async def one(i: int) -> None:
         await store.transact(lambda txn: txn.put(f"88.1/{i:04}", rec(f"88.1/{i:04}"), Op.CREATE, None))
 
-    await asyncio.gather(*(one(i) for i in range(300)))
+    async def counts() -> list[tuple[int, int]]:
+        seen = []
+        for _ in range(50):
+            seen.append(await store.count_handles_at("88.1"))
+            await asyncio.sleep(0)
+        return seen
+
+    *_, seen = await asyncio.gather(*(one(i) for i in range(300)), counts())
+    # every handle here was created by one journaled write: each count matches its position
+    assert all(count == seq for count, seq in seen), seen
     assert await store.count_handles("88.1") == 300
     assert len(await store.journal(limit=1000)) == 300
 
