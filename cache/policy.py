@@ -25,9 +25,12 @@ DEFAULT_MAX_TTL_SECONDS = 86400
 #: answer must not outlive that by much.
 DEFAULT_NEGATIVE_TTL_SECONDS = 30
 
-#: Longest time a delegation (referral) is kept: prefixes move rarely, and a
-#: stale delegation is corrected by falling back to the parent.
-DEFAULT_MAX_DELEGATION_TTL_SECONDS = 86400
+#: Longest time a delegation (referral) is kept, whatever TTL the parent's
+#: HS_SITE values carry: a moved child is corrected by falling back to the
+#: parent, but a child the parent disabled still answers, so this bounds how
+#: long a disable takes to reach resolvers. Asking the parent once an hour
+#: per prefix costs nothing.
+DEFAULT_MAX_DELEGATION_TTL_SECONDS = 3600
 
 #: How long after expiry an entry may still be served when every upstream
 #: server fails (RFC 8767 suggests one to three days; a product page from

@@ -17,10 +17,12 @@ is listed only while ``escrow.json`` is in it (removed first when it is
 deleted), so a crash at any point leaves nothing half-listed; whatever a
 crash left over is removed when the escrow is next opened.
 
-Retention: when an intact FULL arrives, only the newest
-:data:`KEEP_FULL_BACKUPS` intact FULLs are kept, with the DIFFs that can
-follow them; and at most :data:`KEEP_BAD_ARCHIVES` archives that failed
-their checks (the newest, for the operator to look at).
+Retention: after each upload, only the newest :data:`KEEP_FULL_BACKUPS`
+intact FULLs are kept (newest by when the child made them, not by
+watermark: a child rebuilt from scratch starts its journal again), with the
+DIFFs made after the oldest of them; and at most :data:`KEEP_BAD_ARCHIVES`
+archives that failed their checks (the newest, for the operator to look
+at). The archive just received is never deleted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import re
 import shutil
 import tarfile
+import threading
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -212,6 +215,9 @@ class Escrow:
         self._takeover: dict[str, Registry | None] = {p.upper(): None for p in self._load_takeover()}
         self._takeover_display: dict[str, str] = {p.upper(): p for p in self._load_takeover()}
         self._stacks: dict[str, AsyncExitStack] = {}
+        # receive() runs in worker threads, one per upload: pruning one
+        # child's archives must not interleave with another's
+        self._prune_lock = threading.Lock()
         self._remove_leftovers()
 
     # --- the recipient key ---------------------------------------------------
@@ -278,7 +284,7 @@ class Escrow:
             os.replace(partial, final)
         finally:
             self.abandon(child, archive)
-        self.prune(child)
+        self.prune(child, keep=archive)
         return entry, True
 
     def _check(self, child: str, archive: str, folder: Path, size: int, reason: str | None) -> EscrowEntry:
@@ -303,29 +309,30 @@ class Escrow:
 
     # --- retention -----------------------------------------------------------
 
-    def prune(self, child: str) -> list[str]:
+    def prune(self, child: str, *, keep: str | None = None) -> list[str]:
         """Apply the retention rules to ``child``'s archives (blocking);
-        the names of the archives deleted.
+        the names of the archives deleted. ``keep`` (the archive just
+        received) is never deleted.
 
         Kept: the newest :data:`KEEP_FULL_BACKUPS` intact FULLs, every
-        intact DIFF starting at or after the oldest of them, and the newest
+        intact DIFF made at or after the oldest of them, and the newest
         :data:`KEEP_BAD_ARCHIVES` bad archives.
         """
-        entries = self.entries(child)
-        fulls = sorted((e for e in entries if e.status == OK and e.kind == FULL),
-                       key=lambda e: (e.watermark_to or 0, e.received), reverse=True)
-        doomed: list[EscrowEntry] = []
-        if len(fulls) > KEEP_FULL_BACKUPS:
-            kept = fulls[:KEEP_FULL_BACKUPS]
-            oldest_mark = min(e.watermark_to or 0 for e in kept)
-            doomed += [e for e in fulls[KEEP_FULL_BACKUPS:]]
-            # a chain from a kept FULL only takes DIFFs from its watermark on
-            doomed += [e for e in entries if e.status == OK and e.kind == DIFF and (e.watermark_from or 0) < oldest_mark]
-        bad = sorted((e for e in entries if e.status != OK), key=lambda e: (e.received, e.archive), reverse=True)
-        doomed += bad[KEEP_BAD_ARCHIVES:]
-        folder = self.child_folder(child)
-        for entry in doomed:
-            _delete_archive(folder / entry.archive)
+        with self._prune_lock:
+            entries = self.entries(child)
+            fulls = sorted((e for e in entries if e.status == OK and e.kind == FULL), key=_newest_first, reverse=True)
+            doomed: list[EscrowEntry] = []
+            if len(fulls) > KEEP_FULL_BACKUPS:
+                oldest_kept = _newest_first(fulls[KEEP_FULL_BACKUPS - 1])
+                doomed += fulls[KEEP_FULL_BACKUPS:]
+                # a DIFF made before the oldest kept FULL follows none of them
+                doomed += [e for e in entries if e.status == OK and e.kind == DIFF and _newest_first(e) < oldest_kept]
+            bad = sorted((e for e in entries if e.status != OK), key=lambda e: (e.received, e.archive), reverse=True)
+            doomed += bad[KEEP_BAD_ARCHIVES:]
+            doomed = [e for e in doomed if e.archive != keep]
+            folder = self.child_folder(child)
+            for entry in doomed:
+                _delete_archive(folder / entry.archive)
         if doomed:
             log.info("escrow: deleted %d old archive(s) of %s: %s", len(doomed), child,
                      ", ".join(e.archive for e in doomed))
@@ -360,7 +367,12 @@ class Escrow:
         folder = self.child_folder(prefix)
         if not folder.exists():
             return []
-        out = [self._entry(prefix, p) for p in folder.iterdir() if (p / STATUS_NAME).exists()]
+        out = []
+        for path in folder.iterdir():
+            try:
+                out.append(self._entry(prefix, path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # not an archive, not yet recorded, or being deleted right now
         return sorted(out, key=lambda e: (e.watermark_from or 0, e.watermark_to or 0, e.kind != FULL, e.archive))
 
     def _entry(self, child: str, folder: Path) -> EscrowEntry:
@@ -377,7 +389,7 @@ class Escrow:
         fulls = [e for e in good if e.kind == FULL]
         if not fulls:
             raise EscrowUnavailable(f"no intact FULL backup of {child} is escrowed here", handle=child)
-        full = max(fulls, key=lambda e: (e.watermark_to, e.received))
+        full = max(fulls, key=_newest_first)
         chain, mark = [full], full.watermark_to
         while True:
             nexts = [e for e in good if e.kind == DIFF and e.watermark_from == mark and e.watermark_to > mark]
@@ -515,6 +527,13 @@ def _unpack(upload: Path, folder: Path) -> str | None:
     if MANIFEST_NAME not in seen or SIGNATURE_NAME not in seen:
         return f"the upload lacks {MANIFEST_NAME} or {SIGNATURE_NAME}"
     return None
+
+
+def _newest_first(entry: EscrowEntry) -> tuple[str, str, int]:
+    """Sort key of archives by when the child made them (then received,
+    then watermark): a child rebuilt from scratch starts its journal again,
+    so a lower watermark can be the newer state."""
+    return (entry.created or "", entry.received, entry.watermark_to or 0)
 
 
 def _delete_archive(folder: Path) -> None:

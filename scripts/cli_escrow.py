@@ -20,8 +20,9 @@ async def list_escrow(args: Any) -> int:
     if args.json:
         print(orjson.dumps(reply["children"], option=orjson.OPT_INDENT_2).decode())
         return 0
-    if not reply["children"]:
-        print("no child has escrowed a backup here" + (f" ({args.child})" if args.child else ""))
+    if not any(child["archives"] for child in reply["children"]):
+        print(f"{args.child} has escrowed no backup here" if args.child else "no child has escrowed a backup here")
+        return 0
     for child in reply["children"]:
         print(f"{child['child']}{'  (taken over)' if child['takeover'] else ''}")
         for archive in child["archives"]:

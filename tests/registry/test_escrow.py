@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -172,18 +173,47 @@ async def test_retention_keeps_the_newest_fulls_and_the_diffs_that_follow_them(e
     assert [p.name for p in escrow.restore_chain(PREFIX)] == list(archives[-1])
 
 
-async def test_retention_keeps_only_the_newest_bad_archives(escrow, tmp_path):
+@pytest.fixture
+def ticking_clock(monkeypatch):
+    """time.gmtime a second later at every call: archive names, creation and
+    receipt times in order, as they are in life, though the test is fast."""
+    seconds = iter(range(1_750_000_000, 1_760_000_000))
+    real = time.gmtime
+    monkeypatch.setattr(time, "gmtime", lambda *_: real(next(seconds)))
+
+
+async def test_retention_keeps_only_the_newest_bad_archives(escrow, tmp_path, ticking_clock):
     store = await child_store(2)
     other = X25519PrivateKey.generate().public_key()
+    bad_names = []
     for n in range(KEEP_BAD_ARCHIVES + 3):
         await fill(store, [300 + n])
         bad = await make_archive(store, tmp_path, escrow, FULL, recipient=other)
         entry, _ = upload(escrow, PREFIX, bad.folder)
         assert entry.status == BAD
+        bad_names.append(bad.folder.name)
     good = await make_archive(store, tmp_path, escrow, FULL)
     upload(escrow, PREFIX, good.folder)
-    statuses = [e.status for e in escrow.entries(PREFIX)]
-    assert statuses.count(BAD) == KEEP_BAD_ARCHIVES and statuses.count(OK) == 1
+    kept = {e.archive for e in escrow.entries(PREFIX) if e.status == BAD}
+    assert kept == set(bad_names[-KEEP_BAD_ARCHIVES:])
+    assert [e.archive for e in escrow.entries(PREFIX) if e.status == OK] == [good.folder.name]
+
+
+async def test_a_child_rebuilt_from_scratch_is_kept_and_restored_though_its_watermark_is_lower(
+    escrow, tmp_path, ticking_clock
+):
+    old = await child_store(40)
+    for n in range(KEEP_FULL_BACKUPS):
+        await fill(old, [500 + n])
+        upload(escrow, PREFIX, (await make_archive(old, tmp_path, escrow, FULL)).folder)
+    rebuilt = await child_store(3)  # a new journal: its watermark is far below the old ones
+    fresh = await make_archive(rebuilt, tmp_path, escrow, FULL)
+    assert fresh.manifest.watermark_to < 40
+    entry, new = upload(escrow, PREFIX, fresh.folder)
+    assert new and entry.status == OK
+    listed = [e.archive for e in escrow.entries(PREFIX)]
+    assert fresh.folder.name in listed and len(listed) == KEEP_FULL_BACKUPS
+    assert escrow.restore_chain(PREFIX) == [escrow.child_folder(PREFIX) / fresh.folder.name]
 
 
 async def test_what_a_crash_left_is_removed_when_the_escrow_opens(escrow, tmp_path):

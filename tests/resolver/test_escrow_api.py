@@ -204,11 +204,13 @@ async def test_idnode_escrow_lists_and_takes_over_at_the_parent(hierarchy, tmp_p
     from scripts.cli_common import EXIT_REFUSED
     from scripts.idnode import main
 
-    await escrow(hierarchy, tmp_path, child_id)
     parent = hierarchy.nodes[SECONDARY]
     secret = tmp_path / "admin.secret"
     secret.write_text(hierarchy.admin_secret)
     admin = ["--server", parent.url, "--id", parent.admin.to_text(), "--secret-file", str(secret)]
+    assert await asyncio.to_thread(main, ["escrow", *admin, "list", "--child", ENTERPRISE]) == 0
+    assert capsys.readouterr().out == f"{ENTERPRISE} has escrowed no backup here\n"
+    await escrow(hierarchy, tmp_path, child_id)
 
     assert await asyncio.to_thread(main, ["escrow", *admin, "list"]) == 0
     out = capsys.readouterr().out
