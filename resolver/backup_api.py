@@ -69,6 +69,7 @@ from registry.backup.folder import (
     check_part_hashes,
     list_archives,
     own_prefix,
+    remove_unfinished,
     restore_node,
     tar_into,
 )
@@ -140,9 +141,16 @@ def enable_backups(app: web.Application, database: Path) -> None:
     running job is waited for on shutdown, before the store closes."""
     app[BACKUPS] = NodeBackups(database)
 
+    async def sweep(app: web.Application) -> None:
+        # no job runs yet: a .partial folder is what a crash left mid-archive
+        removed = await asyncio.to_thread(remove_unfinished, app[BACKUPS].folder)
+        if removed:
+            log.info("removed %d unfinished backup folder(s) left by a crash: %s", len(removed), ", ".join(removed))
+
     async def wait(app: web.Application) -> None:
         await app[BACKUPS].wait()
 
+    app.on_startup.append(sweep)
     app.on_shutdown.append(wait)
 
 

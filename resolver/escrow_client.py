@@ -155,7 +155,7 @@ async def escrow_backup(
         if owned:
             await session.close()
     if status not in (200, 201):
-        raise EscrowRefused(f"the parent answered {status}: {reply.get('message', reply)}", archive=str(result.folder))
+        raise EscrowRefused(f"the parent answered {status}: {reply.get('message', reply)}", archive=result.folder.name)
     m = result.manifest
     state = {"parent": parent_url, "watermark": m.watermark_to, "kind": m.kind, "archive": result.folder.name}
     write_private(data_dir / ESCROW_STATE_NAME, orjson.dumps(state, option=orjson.OPT_INDENT_2) + b"\n")

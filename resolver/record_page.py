@@ -102,7 +102,7 @@ def _title(values: list[dict[str, Any]], handle: str) -> str:
 
 #: Shown above a record answered from the parent's escrow copy.
 ESCROW_NOTICE = (
-    "The node that holds this identifier is down; this record comes from the backup "
+    "The node that holds this identifier is down; this answer comes from the backup "
     "its parent node keeps and may be out of date."
 )
 
@@ -128,6 +128,8 @@ def render_record_page(
     if values is None:
         title = "Identifier not found"
         body = f'<p class="missing">No record exists for <span class="handle">{escaped_handle}</span>.</p>'
+        if escrow:
+            body += f'<p class="escrow">{ESCROW_NOTICE}</p>'
     else:
         fields = [v for v in values if not any(type_is(str(v.get("type", "")), t) for t in TECHNICAL_TYPES)]
         technical = [v for v in values if v not in fields]

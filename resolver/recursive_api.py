@@ -253,9 +253,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     stale = result.source == "stale"
     if entry.kind is EntryKind.NOT_FOUND:
         if not html_wanted:
+            if entry.escrow:  # the reply says so, as the REST reply does
+                return _reply(request, text, result, ReadOptions.of(request), trace=False)
             raise _not_found(text)
         request.app[METRICS].error(ResponseCode.HANDLE_NOT_FOUND)
-        page = render_record_page(text, None, json_url=json_link(text))
+        page = render_record_page(text, None, json_url=json_link(text), escrow=entry.escrow)
         return web.Response(text=page, status=404, content_type="text/html", headers={"Cache-Control": "no-cache"})
     headers = {"Cache-Control": "no-cache"} if stale else _cache_headers(entry, time.time())
     headers["X-Idnode-Cache"] = result.source

@@ -105,6 +105,8 @@ async def scan(request: web.Request) -> web.StreamResponse:
         hint = _case_hint(text, handle)
         if hint:
             body["hint"] = hint
+        if result.entry.escrow:
+            body["escrow"] = True
         return _reply(body, 404, result.source)
     body = {"responseCode": 1, "handle": handle.to_text(), "values": orjson.Fragment(result.entry.values_json)}
     if result.source == "stale":

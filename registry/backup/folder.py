@@ -10,6 +10,7 @@ wherever ``--to`` says.
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,6 +132,21 @@ async def own_prefix(store: Store, prefix: str | None, *, option: str) -> str:
     if len(homed) != 1:
         raise MalformedRequest(f"the node homes {len(homed)} prefixes; name one with {option}")
     return homed[0]
+
+
+def remove_unfinished(backups: Path) -> list[str]:
+    """Delete the archive folders of ``backups`` that were never finished
+    (``.partial``, left by a crash while writing); their names. Only for a
+    folder no other process writes to at the time (the node's own, at
+    start-up)."""
+    if not backups.is_dir():
+        return []
+    removed = []
+    for folder in backups.iterdir():
+        if folder.is_dir() and folder.name.endswith(PARTIAL_SUFFIX):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
 
 
 def archive_folder(backups: Path, name: str) -> Path:

@@ -88,6 +88,16 @@ def start_node(aiohttp_client):
     return start
 
 
+async def test_an_archive_a_crash_left_unfinished_is_removed_when_the_node_starts(source, start_node, keys):
+    leftover = source / BACKUPS_DIR / "idnode-full-0000000000-0000000009-20261126T000000Z.partial"
+    leftover.mkdir(parents=True)
+    (leftover / "records-0001.ndjson.enc").write_bytes(b"half a part")
+    client = await start_node(source)
+    assert not leftover.exists()
+    assert (await create(client, "full", keys)).status == 201
+    assert [a["kind"] for a in (await (await client.get("/api/backups")).json())["archives"]] == ["full"]
+
+
 async def create(client, kind: str, keys: Keys, **extra):
     return await client.post("/api/backups", json={"kind": kind, "recipient": keys.public_pem, **extra})
 

@@ -209,6 +209,13 @@ async def test_the_resolvers_replies_carry_the_escrow_marker(hierarchy, tmp_path
     assert scanned.status == 200 and (await scanned.json())["escrow"] is True
     missing = await client.get(f"/api/handles/{ENTERPRISE}/NO-SUCH")
     assert missing.status == 404 and (await missing.json())["escrow"] is True
+    for reply in (
+        await client.post("/api/scan", data=f"{ENTERPRISE}/NO-SUCH".encode(), headers={"Content-Type": "text/plain"}),
+        await client.get(f"/{ENTERPRISE}/NO-SUCH", headers={"Accept": "application/json"}),
+    ):
+        assert reply.status == 404 and (await reply.json())["escrow"] is True
+    page = await client.get(f"/{ENTERPRISE}/NO-SUCH", headers={"Accept": "text/html"})
+    assert page.status == 404 and html.escape(ESCROW_NOTICE) in await page.text()
 
     # the warm answer is still fresh: served from cache, not marked
     again = await client.get(f"/api/handles/{sample(1)}")
