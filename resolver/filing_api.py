@@ -71,7 +71,7 @@ from resolver.http_common import (
 )
 from resolver.journal_api import check_feed_access
 from resolver.node_api import REGISTRY
-from resolver.rest_client import basic_auth_header
+from resolver.rest_client import client_session
 
 FILINGS = web.AppKey("filings", FilingStore)
 
@@ -221,11 +221,14 @@ class HttpParent:
     def __init__(self, base_url: str, identity: str, secret: str, key: Ed25519PrivateKey | None) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = key
-        self._headers = {"Authorization": basic_auth_header(identity, secret), "Content-Type": "application/json"}
+        self._identity, self._secret = identity, secret
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> HttpParent:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FILING_TIMEOUT_SECONDS))
+        self._session = client_session(
+            aiohttp.ClientTimeout(total=FILING_TIMEOUT_SECONDS), identity=self._identity, secret=self._secret,
+            headers={"Content-Type": "application/json"},
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -235,7 +238,7 @@ class HttpParent:
     async def file(self, body: bytes) -> dict[str, Any]:
         assert self._session is not None, "use HttpParent as an async context manager"
         url = f"{self.base_url}/api/filings"
-        headers = dict(self._headers)
+        headers = {}
         signature = sign(self._key, body)
         if signature is not None:
             headers[SIGNATURE_HEADER] = signature

@@ -35,7 +35,7 @@ from resolver.mirror_metrics import mirror_metrics
 from resolver.http_common import Handler, add_endpoint, api_endpoint, error_reply, json_object_reply
 from resolver.node_api import REGISTRY
 from resolver.node_app import add_node_routes
-from resolver.rest_client import basic_auth_header
+from resolver.rest_client import client_session
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,12 @@ class HttpFeed:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._tls = tls
-        self._headers = {}
-        if identity is not None and secret is not None:
-            self._headers["Authorization"] = basic_auth_header(identity, secret)
+        self._identity, self._secret, self._tls = identity, secret, tls
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> HttpFeed:
         timeout = aiohttp.ClientTimeout(total=FEED_TIMEOUT_SECONDS)
-        connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
-        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers, connector=connector)
+        self._session = client_session(timeout, identity=self._identity, secret=self._secret, tls=self._tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

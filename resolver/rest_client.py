@@ -49,6 +49,24 @@ def basic_auth_header(identity: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
 
 
+def client_session(
+    timeout: aiohttp.ClientTimeout,
+    *,
+    identity: str | None = None,
+    secret: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> aiohttp.ClientSession:
+    """A session to talk to idnode nodes: HTTP Basic as ``identity`` when a
+    ``secret`` is given, ``tls`` checking an ``https://`` node's certificate
+    (None: the system's trust store), and ``headers`` on every request."""
+    all_headers = dict(headers or {})
+    if identity is not None and secret is not None:
+        all_headers["Authorization"] = basic_auth_header(identity, secret)
+    connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+    return aiohttp.ClientSession(timeout=timeout, headers=all_headers, connector=connector)
+
+
 class NodeClient:
     """Talks to one node's REST API. Use as an async context manager."""
 
@@ -56,16 +74,12 @@ class NodeClient:
         self, base_url: str, *, identity: str | None = None, secret: str | None = None, tls: ssl.SSLContext | None = None
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._tls = tls
-        self._headers = {}
-        if identity is not None and secret is not None:
-            self._headers["Authorization"] = basic_auth_header(identity, secret)
+        self._identity, self._secret, self._tls = identity, secret, tls
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> NodeClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=REQUEST_TIMEOUT_SECONDS, sock_read=REQUEST_TIMEOUT_SECONDS)
-        connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
-        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers, connector=connector)
+        self._session = client_session(timeout, identity=self._identity, secret=self._secret, tls=self._tls)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

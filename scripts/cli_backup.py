@@ -6,7 +6,6 @@ the digest over all records that ``restore`` prints too."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from registry.node_key import (
 )
 from registry.sqlite_store import SqliteStore
 from resolver.escrow_client import EscrowRefused, escrow_backup
-from scripts.cli_common import EXIT_LOCAL, EXIT_REFUSED, EXIT_UNREACHABLE, CliError
+from scripts.cli_common import EXIT_LOCAL, EXIT_REFUSED, EXIT_UNREACHABLE, CliError, read_secret
 
 
 def add_parser(commands: Any) -> None:
@@ -179,12 +178,7 @@ def node_pub_cmd(args: argparse.Namespace) -> int:
 
 async def escrow_cmd(args: argparse.Namespace) -> int:
     data = Path(args.data)
-    secret = os.environ.get("IDNODE_ESCROW_SECRET")
-    if args.secret_file:
-        try:
-            secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise CliError(f"cannot read {args.secret_file}: {exc.strerror}", EXIT_LOCAL) from None
+    secret = read_secret(args.secret_file, "IDNODE_ESCROW_SECRET")
     if not secret:
         raise CliError("give the secret of the node's identity at the parent (--secret-file or IDNODE_ESCROW_SECRET)")
     try:

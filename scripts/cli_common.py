@@ -51,18 +51,26 @@ def node_errors() -> Iterator[None]:
         raise CliError(exc.message, EXIT_LOCAL) from None
 
 
+def read_secret(path: str | None, env: str) -> str | None:
+    """A secret from the file ``path`` (stripped), else from the environment
+    variable ``env``; None when neither gives one.
+
+    Raises:
+        CliError: the file cannot be read.
+    """
+    if not path:
+        return os.environ.get(env)
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise CliError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
 def explicit_credentials(args: Any) -> tuple[str | None, str | None]:
     """The identity and secret given by ``--id``/``--secret-file`` or the
     ``IDNODE_ID``/``IDNODE_SECRET``/``IDNODE_SECRET_FILE`` environment."""
     identity = args.identity or os.environ.get("IDNODE_ID")
-    secret = os.environ.get("IDNODE_SECRET")
-    secret_file = args.secret_file or os.environ.get("IDNODE_SECRET_FILE")
-    if secret_file:
-        try:
-            secret = Path(secret_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise CliError(f"cannot read secret file {secret_file}: {exc.strerror}") from None
-    return identity, secret
+    return identity, read_secret(args.secret_file or os.environ.get("IDNODE_SECRET_FILE"), "IDNODE_SECRET")
 
 
 def credentials(args: Any) -> tuple[str | None, str | None]:

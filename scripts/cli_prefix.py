@@ -4,7 +4,6 @@ request-deletion, delete) through its ``/api/prefix-applications`` API."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import orjson
 
 from registry.prefix_admin import ACTIONS
 from resolver.rest_client import NodeClient
-from scripts.cli_common import CliError, client_tls, credentials, node_errors
+from scripts.cli_common import CliError, client_tls, credentials, node_errors, read_secret
 
 APPLICATIONS = "/api/prefix-applications"
 
@@ -63,12 +62,7 @@ def _print(reply: dict[str, Any]) -> None:
 
 async def apply(args: Any) -> int:
     body = _read_application(args.file)
-    secret = os.environ.get("IDNODE_CHILD_SECRET")
-    if args.child_secret_file:
-        try:
-            secret = Path(args.child_secret_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise CliError(f"cannot read {args.child_secret_file}: {exc.strerror}") from None
+    secret = read_secret(args.child_secret_file, "IDNODE_CHILD_SECRET")
     if secret:
         body["secret"] = secret
     with node_errors():
